@@ -1,0 +1,133 @@
+"""
+# Ingestion: landed files -> raw -> row rules -> staging -> Great Expectations -> core
+
+Reads the contract's files (`customers.csv`, `sessions.csv`, and optionally `products.csv`,
+`events.csv`, `campaigns.csv`; `.csv.gz` and `<source>_*.csv` too) from the landing directory
+(`ECOM_LANDING_DIR`, or the run's `data_dir` parameter), then:
+
+1. **land**: checks each file whole and COPYs it into `raw.<source>`. A file with a missing
+   column, unreadable content or a column of the wrong type throughout is rejected whole.
+2. **apply_row_rules**: bad rows go to `raw.quarantine` with file, row number and reasons;
+   good rows to the typed `staging.<source>`.
+3. **validate_staging**: the Great Expectations suites in `great_expectations/expectations`
+   audit staging inside PostgreSQL and build the data docs; a failure stops the merge.
+4. **merge_into_core**: upserts staging into `core.<source>` and publishes the core Assets,
+   which schedule the downstream DAGs.
+5. **report**: fails the run, after the good data is merged, if any file was rejected.
+
+Re-running with the same files changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from ecom_insights.assets import CORE_TABLES
+
+DEFAULT_ARGS = {
+    "owner": "data-engineering",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+}
+
+
+@dag(
+    dag_id="ecom_ingestion",
+    schedule="@daily",
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params={
+        "data_dir": Param(
+            None,
+            type=["null", "string"],
+            description="Directory holding the files; empty: ECOM_LANDING_DIR.",
+        )
+    },
+    tags=["ecom", "ingestion"],
+    doc_md=__doc__,
+)
+def ecom_ingestion():
+    @task
+    def land() -> list[dict]:
+        from pathlib import Path
+
+        from ecom_insights import ingest
+        from ecom_insights.config import load_settings
+        from ecom_insights.orchestration import warehouse_url
+        from ecom_insights.warehouse import connect
+
+        context = get_current_context()
+        data_dir = Path(context["params"]["data_dir"] or load_settings().landing_dir)
+        with connect(warehouse_url()) as conn:
+            files = ingest.land_files(conn, data_dir)
+        return [f.to_dict() for f in files]
+
+    @task
+    def apply_row_rules(files: list[dict]) -> dict:
+        from ecom_insights import ingest
+        from ecom_insights.orchestration import warehouse_url
+        from ecom_insights.warehouse import connect
+
+        context = get_current_context()
+        with connect(warehouse_url()) as conn:
+            counts = ingest.apply_row_rules(conn, context["logical_date"] or context["run_after"])
+            ingest.record_load_log(
+                conn,
+                [ingest.FileResult(**f) for f in files],
+                run_id=context["run_id"],
+                logical_date=context["logical_date"] or context["run_after"],
+            )
+        return counts
+
+    @task
+    def validate_staging(counts: dict) -> dict:
+        from ecom_insights.config import load_settings
+        from ecom_insights.orchestration import warehouse_url
+        from ecom_insights.validation import validate_staging as run_suites
+
+        settings = load_settings()
+        summary = run_suites(
+            warehouse_url(),
+            list(counts),
+            gx_root=settings.gx_root,
+            data_docs_dir=settings.data_docs_dir,
+            run_name=get_current_context()["run_id"],
+        )
+        if not summary.success:
+            raise ValueError(summary.describe())
+        return {"data_docs_index": str(summary.data_docs_index), "tables": summary.tables}
+
+    @task(outlets=list(CORE_TABLES))
+    def merge_into_core(audit: dict) -> dict:
+        from ecom_insights import ingest
+        from ecom_insights.orchestration import as_of_date, warehouse_url
+        from ecom_insights.warehouse import connect
+
+        context = get_current_context()
+        with connect(warehouse_url()) as conn:
+            counts = ingest.merge_into_core(conn)
+        as_of = as_of_date(context).isoformat()
+        for asset in CORE_TABLES:
+            context["outlet_events"][asset].extra = {
+                "as_of_date": as_of,
+                **counts[asset.name.split(".")[1]],
+            }
+        return counts
+
+    @task
+    def report(files: list[dict], merged: dict) -> None:
+        from ecom_insights.ingest import rejection_report
+
+        message = rejection_report(files)
+        if message:
+            raise ValueError(message)
+
+    files = land()
+    report(files, merge_into_core(validate_staging(apply_row_rules(files))))
+
+
+ecom_ingestion()

@@ -1,0 +1,39 @@
+"""Every Airflow Asset of the pipeline, defined once; producers and consumers import them.
+
+Airflow's postgres Asset URIs read postgres://host:port/database/schema/table. The host and
+database come from ECOM_DATABASE_URL; the embedded server listens on a socket only, so it is
+named localhost:5432 here. Reading the environment is the only work done at import time.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+from ecom_insights.config import load_settings
+from ecom_insights.warehouse import url_parts
+
+
+def _warehouse_authority() -> str:
+    url = load_settings().database_url
+    if not url:
+        return "localhost:5432/postgres"
+    parts = url_parts(url)
+    host = parts["host"] if parts["host"] and not str(parts["host"]).startswith("/") else None
+    return f"{host or 'localhost'}:{parts['port']}/{parts['database']}"
+
+
+def table_asset(schema: str, table: str) -> Asset:
+    uri = f"postgres://{_warehouse_authority()}/{schema}/{table}"
+    return Asset(uri=uri, name=f"{schema}.{table}")
+
+
+# Published by the ingestion DAG when a batch has been merged into core.
+CORE_CUSTOMERS = table_asset("core", "customers")
+CORE_SESSIONS = table_asset("core", "sessions")
+CORE_PRODUCTS = table_asset("core", "products")
+CORE_EVENTS = table_asset("core", "events")
+CORE_CAMPAIGNS = table_asset("core", "campaigns")
+CORE_TABLES = (CORE_CUSTOMERS, CORE_SESSIONS, CORE_PRODUCTS, CORE_EVENTS, CORE_CAMPAIGNS)
+
+# Published by the warehouse-health DAG.
+MARTS_DATA_HEALTH = table_asset("marts", "data_health")

@@ -1,0 +1,159 @@
+"""`ecom`: the command line beside the Airflow UI.
+
+    ecom generate --out DIR [--customers N] [--days D] [--seed S] [--start DATE] [--shift-date DATE]
+    ecom run [--data DIR] [--as-of DATE]      run the pipeline's DAGs once and print a summary
+    ecom db-url                               print the warehouse URL (starts the embedded one)
+    ecom airflow ARGS...                      the airflow CLI on this project's home
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from ecom_insights.config import load_settings
+
+# The demo data that `ecom run` generates when no --data is given: big enough for every
+# model and mart to have signal, small enough for a run of a few minutes on 2 cores.
+DEMO_CUSTOMERS = 5_000
+DEMO_DAYS = 730
+DEMO_START = date(2023, 1, 1)
+DEMO_SEED = 42
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except PipelineError as error:
+        print(f"ecom: {error}", file=sys.stderr)
+        return 1
+
+
+class PipelineError(Exception):
+    """A failure the user can act on; printed without a traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecom", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="write seeded demo data with ground truth")
+    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--customers", type=int, default=DEMO_CUSTOMERS)
+    generate.add_argument("--days", type=int, default=DEMO_DAYS)
+    generate.add_argument("--seed", type=int, default=DEMO_SEED)
+    generate.add_argument("--start", type=date.fromisoformat, default=DEMO_START)
+    generate.add_argument("--shift-date", type=date.fromisoformat, default=None)
+    generate.add_argument(
+        "--minimal", action="store_true", help="only customers.csv and sessions.csv"
+    )
+    generate.set_defaults(handler=_generate)
+
+    run = commands.add_parser("run", help="run the pipeline's DAGs once and print a summary")
+    run.add_argument("--data", type=Path, help="directory of input files (default: demo data)")
+    run.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        help="logical date of the run (default: the last session date in the data)",
+    )
+    run.set_defaults(handler=_run)
+
+    db_url = commands.add_parser("db-url", help="print the warehouse URL in use")
+    db_url.set_defaults(handler=_db_url)
+
+    airflow = commands.add_parser(
+        "airflow",
+        help="the airflow CLI on this project's home, e.g. `ecom airflow standalone`",
+        add_help=False,
+    )
+    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    airflow.set_defaults(handler=_airflow)
+    return parser
+
+
+def _generate(args) -> int:
+    from ecom_insights.generate import generate_dataset
+
+    truth = generate_dataset(
+        args.out,
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        start=args.start,
+        shift_date=args.shift_date,
+        minimal=args.minimal,
+    )
+    rows = truth.get("row_counts", {})
+    print(f"wrote {args.out}: " + ", ".join(f"{name} {count:,}" for name, count in rows.items()))
+    return 0
+
+
+def _db_url(args) -> int:
+    from ecom_insights.warehouse import database_url
+
+    print(database_url())
+    return 0
+
+
+def _airflow(args) -> int:
+    from ecom_insights import runtime
+    from ecom_insights.warehouse import database_url
+
+    settings = load_settings()
+    runtime.apply_environment(settings, database_url(settings))
+    runtime.migrate_metadata_db(settings)
+    executable = runtime.airflow_executable()
+    os.execv(executable, [executable, *args.airflow_args])
+
+
+def _run(args) -> int:
+    from ecom_insights import ingest, runtime
+    from ecom_insights.report import pipeline_summary
+    from ecom_insights.warehouse import database_url
+
+    settings = load_settings()
+    data_dir = args.data or _demo_data(settings.demo_data_dir)
+    data_dir = data_dir.resolve()
+    try:
+        as_of = args.as_of or ingest.latest_session_date(data_dir)
+    except ingest.NoInputFiles as error:
+        raise PipelineError(str(error)) from error
+    url = database_url(settings)
+    runtime.apply_environment(settings, url)
+    print(f"ecom: warehouse {url}\necom: data {data_dir}, as of {as_of}", flush=True)
+    runtime.migrate_metadata_db(settings)
+    outcomes = []
+    for dag_id in runtime.PIPELINE_DAGS:
+        print(f"ecom: running {dag_id} ...", flush=True)
+        outcome = runtime.run_dag(dag_id, as_of, conf={"data_dir": str(data_dir)})
+        outcomes.append(outcome)
+        if outcome.state != "success":
+            print(pipeline_summary(url, as_of, outcomes, settings))
+            raise PipelineError(
+                f"{dag_id} ended {outcome.state}; failed tasks: {', '.join(outcome.failed_tasks)}"
+                f" (logs: {settings.airflow_home / 'logs'})"
+            )
+    print(pipeline_summary(url, as_of, outcomes, settings))
+    return 0
+
+
+def _demo_data(directory: Path) -> Path:
+    from ecom_insights.generate import generate_dataset
+
+    if not (directory / "ground_truth.json").exists():
+        print(f"ecom: generating demo data in {directory}", flush=True)
+        generate_dataset(
+            directory, customers=DEMO_CUSTOMERS, days=DEMO_DAYS, seed=DEMO_SEED, start=DEMO_START
+        )
+    return directory
+
+
+if __name__ == "__main__":
+    sys.exit(main())

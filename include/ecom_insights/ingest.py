@@ -1,0 +1,694 @@
+"""Ingestion: landed files -> raw (COPY) -> row rules -> staging -> (audit) -> core.
+
+The steps are separate functions so that the ingestion DAG can run, retry and show each one:
+
+1. `land_files`: every contract file in the landing directory is checked as a whole (readable,
+   a header with the required columns, no column of the wrong type throughout) and COPY'd
+   as text into `raw.<source>` with its file name and row number. A file that fails is
+   rejected whole: nothing of it is loaded and `raw.load_log` says which column and rule.
+2. `apply_row_rules`: each landed row is cast and checked in one set-based statement per
+   source; rows that break a rule go to `raw.quarantine` with file, row number and every
+   reason, the others to the typed `staging.<source>` table.
+3. (the DAG validates staging with Great Expectations: `ecom_insights.validation`)
+4. `merge_into_core`: staging rows are upserted into `core.<source>` by business key.
+
+Re-running the same files leaves every table as it was: raw and staging are rebuilt from the
+files, quarantine rows are replaced per file, core rows are upserted and only changed rows
+are rewritten, and `raw.load_log` keeps the run that first loaded a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from psycopg2 import sql
+
+from ecom_insights.contract import EVENT_TYPES, SOURCES, SOURCES_BY_NAME, Column, Source
+
+DDL_PATH = Path(__file__).resolve().parent.parent / "sql" / "ddl" / "warehouse.sql"
+
+# A column is "wrong type throughout" (the file is rejected) when it has at least this many
+# non-empty values and none of them parses; with fewer, the bad values are quarantined as rows.
+WRONG_TYPE_MIN_VALUES = 2
+
+TRUE_WORDS = ("true", "t", "1", "yes", "y")
+FALSE_WORDS = ("false", "f", "0", "no", "n")
+
+
+class FileRejected(Exception):
+    """A whole file is unusable: the message names the file, the column and the rule."""
+
+    def __init__(self, path: Path | str, column: str | None, rule: str):
+        self.path = str(path)
+        self.column = column
+        self.rule = rule
+        where = f"column {column!r}: " if column else ""
+        super().__init__(f"{Path(self.path).name}: {where}{rule}")
+
+
+class NoInputFiles(Exception):
+    """The landing directory holds no file that the data contract knows."""
+
+
+@dataclass
+class FileResult:
+    source: str
+    path: str
+    sha256: str
+    status: str  # landed | rejected
+    rows_read: int = 0
+    message: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery and file-level checks
+
+
+def discover_files(data_dir: Path) -> list[tuple[Source, Path]]:
+    """Contract files in `data_dir`, parents first: `<source>[_*].csv[.gz]`, sorted by name."""
+    if not data_dir.is_dir():
+        raise NoInputFiles(f"landing directory {data_dir} does not exist")
+    found: list[tuple[Source, Path]] = []
+    for source in SOURCES:
+        pattern = re.compile(rf"^{source.name}(_[^/]*)?\.csv(\.gz)?$")
+        paths = sorted(p for p in data_dir.iterdir() if p.is_file() and pattern.match(p.name))
+        found.extend((source, p) for p in paths)
+    if not found:
+        expected = ", ".join(f"{s.name}.csv" for s in SOURCES)
+        raise NoInputFiles(f"no input files in {data_dir} (expected any of: {expected})")
+    return found
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def read_header(path: Path, source: Source) -> list[str]:
+    """The file's column names, after checking them against the contract."""
+    try:
+        with _open_binary(path) as handle:
+            first_line = handle.readline(1 << 20)
+    except (OSError, EOFError) as error:
+        raise FileRejected(path, None, f"unreadable file ({error})") from error
+    if b"\x00" in first_line:
+        raise FileRejected(path, None, "unreadable file: binary content, not CSV text")
+    try:
+        text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise FileRejected(path, None, "unreadable file: header is not UTF-8 text") from error
+    if not text.strip():
+        raise FileRejected(path, None, "empty file: no header row")
+    header = [name.strip() for name in next(csv.reader(io.StringIO(text)))]
+    if any(not name for name in header):
+        raise FileRejected(path, None, "header has an empty column name")
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise FileRejected(path, duplicated[0], "column appears more than once in the header")
+    missing = [name for name in source.required_columns if name not in header]
+    if missing:
+        raise FileRejected(path, missing[0], "required column is missing from the header")
+    return header
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL building blocks
+
+
+def ensure_schema(conn) -> None:
+    """Create schemas and tables up to core (idempotent)."""
+    with conn.cursor() as cur:
+        cur.execute(DDL_PATH.read_text())
+        for source in SOURCES:
+            columns = [sql.SQL("{} text").format(sql.Identifier(c.name)) for c in source.columns]
+            columns += [
+                sql.SQL("_file text not null"),
+                sql.SQL("_file_sha256 text not null"),
+                sql.SQL("_row_number bigint not null"),
+            ]
+            cur.execute(
+                sql.SQL("create unlogged table if not exists {} ({})").format(
+                    sql.Identifier("raw", source.name), sql.SQL(", ").join(columns)
+                )
+            )
+
+
+def _validity_function(conn) -> str:
+    """pg_input_is_valid on PostgreSQL 16+, else the stand-in from warehouse.sql."""
+    return "pg_input_is_valid" if conn.server_version >= 160000 else "raw.input_is_valid"
+
+
+def _value(column: str, alias: str | None = None) -> sql.Composable:
+    """The trimmed text of a raw column, NULL when empty."""
+    name = sql.Identifier(alias, column) if alias else sql.Identifier(column)
+    return sql.SQL("nullif(btrim({}), '')").format(name)
+
+
+def _is_valid(column: Column, is_valid: str) -> sql.Composable:
+    """SQL that is true when the column's (non-empty) text parses as its kind."""
+    v = _value(column.name)
+    check = sql.SQL(is_valid)
+    if column.kind == "text":
+        return sql.SQL("true")
+    if column.kind == "boolean":
+        return sql.SQL("lower({}) = any({})").format(v, sql.Literal(list(TRUE_WORDS + FALSE_WORDS)))
+    if column.kind == "integer":
+        return sql.SQL(
+            "case when {check}({v}, 'numeric') and lower({v}) !~ '(nan|inf)' "
+            "then mod({v}::numeric, 1) = 0 and abs({v}::numeric) < 2147483648 else false end"
+        ).format(check=check, v=v)
+    if column.kind in ("number", "money"):
+        type_name = "numeric(14,2)" if column.kind == "money" else "double precision"
+        # 'NaN' and 'Infinity' parse as numbers in PostgreSQL but are no amount or duration
+        return sql.SQL("({check}({v}, {t}) and lower({v}) !~ '(nan|inf)')").format(
+            check=check, v=v, t=sql.Literal(type_name)
+        )
+    if column.kind in ("date", "timestamp"):
+        # a leading digit rules out PostgreSQL's special words ('now', 'today', 'infinity')
+        return sql.SQL("({v} ~ '^[0-9]' and {check}({v}, 'timestamp'))").format(check=check, v=v)
+    raise ValueError(f"unknown column kind {column.kind!r}")
+
+
+def _typed(column: Column, raw_name: str) -> sql.Composable:
+    """SQL casting the (valid, non-empty) text in column `raw_name` to the column's type."""
+    v = _value(raw_name)
+    casts = {
+        "text": "{v}",
+        "boolean": "(lower({v}) = any({true}))",
+        "integer": "{v}::numeric::integer",
+        "number": "{v}::double precision",
+        "money": "round({v}::numeric, 2)",
+        "date": "{v}::timestamp::date",
+        "timestamp": "{v}::timestamp",
+    }
+    return sql.SQL(casts[column.kind]).format(v=v, true=sql.Literal(list(TRUE_WORDS)))
+
+
+def _row_rules(source: Source) -> list[tuple[str, str]]:
+    """(condition over typed columns `t.<col>`, reason) pairs beyond types and emptiness."""
+    rules: dict[str, list[tuple[str, str]]] = {
+        "customers": [("t.age not between 0 and 120", "age: must be between 0 and 120")],
+        "sessions": [
+            ("t.browsing_time_sec < 0", "browsing_time_sec: must be >= 0"),
+            ("t.purchase_amount < 0", "purchase_amount: must be >= 0"),
+            (
+                "not t.purchase_made and t.purchase_amount > 0",
+                "purchase_amount: positive while purchase_made is false",
+            ),
+            (
+                "t.purchase_made and nullif(btrim(t.raw__purchase_amount), '') is null",
+                "purchase_amount: empty while purchase_made is true",
+            ),
+            ("t.pages_viewed < 0", "pages_viewed: must be >= 0"),
+            ("t.discount_amount < 0", "discount_amount: must be >= 0"),
+        ],
+        "products": [("t.price < 0", "price: must be >= 0")],
+        "events": [
+            (
+                f"t.event_type not in ({', '.join(repr(e) for e in EVENT_TYPES)})",
+                f"event_type: must be one of {', '.join(EVENT_TYPES)}",
+            ),
+            ("t.price < 0", "price: must be >= 0"),
+        ],
+        "campaigns": [("t.end_date < t.start_date", "end_date: before start_date")],
+    }
+    return rules[source.name]
+
+
+# Staging columns that are not a plain cast of the contract column of the same name.
+STAGING_EXPRESSIONS: dict[str, dict[str, str]] = {
+    "sessions": {
+        # the contract's session_date may carry a time: keep both the moment and the day
+        "session_started_at": "t.session_date",
+        "session_date": "t.session_date::date",
+        # non-purchases have no order value: 0, so that sums need no NULL handling
+        "purchase_amount": "coalesce(t.purchase_amount, 0)",
+    }
+}
+
+
+def _staging_columns(conn, source: Source) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = 'staging' and table_name = %s and column_name not like '\\_%%' "
+            "order by ordinal_position",
+            (source.name,),
+        )
+        return [row[0] for row in cur.fetchall()]
+
+
+# ---------------------------------------------------------------------------------------------
+# step 1: land
+
+
+def land_files(conn, data_dir: Path) -> list[FileResult]:
+    """Check each contract file whole and COPY the good ones into raw.<source> as text.
+
+    Returns one FileResult per file; rejected files are also recorded in raw.load_log by
+    `record_load_log`. raw tables hold only this batch: they are emptied first.
+    """
+    ensure_schema(conn)
+    files = discover_files(data_dir)
+    is_valid = _validity_function(conn)
+    with conn.cursor() as cur:
+        for source in SOURCES:
+            cur.execute(sql.SQL("truncate {}").format(sql.Identifier("raw", source.name)))
+    results = []
+    for source, path in files:
+        sha = file_sha256(path)
+        result = FileResult(source=source.name, path=str(path), sha256=sha, status="landed")
+        with conn.cursor() as cur:
+            cur.execute("savepoint land_file")
+            try:
+                header = read_header(path, source)
+                result.rows_read = _copy_file(cur, source, path, header, sha)
+                _reject_wrong_type_throughout(cur, source, path, header, sha, is_valid)
+            except FileRejected as rejection:
+                cur.execute("rollback to savepoint land_file")
+                result.status, result.message = "rejected", str(rejection)
+            cur.execute("release savepoint land_file")
+        results.append(result)
+    return results
+
+
+def _copy_file(cur, source: Source, path: Path, header: list[str], sha: str) -> int:
+    """COPY one file into raw.<source>; return its number of data rows."""
+    import psycopg2
+
+    known = [c.name for c in source.columns]
+    landing_columns = sql.SQL(", ").join(
+        sql.SQL("{} text").format(sql.Identifier(name)) for name in header
+    )
+    cur.execute("drop table if exists _landing")
+    cur.execute(
+        sql.SQL(
+            "create temp table _landing "
+            "(_row_number bigint generated always as identity, {})"
+        ).format(landing_columns)
+    )
+    copy = sql.SQL("copy _landing ({}) from stdin with (format csv, header true, encoding 'UTF8')")
+    try:
+        with _open_binary(path) as handle:
+            cur.copy_expert(
+                copy.format(sql.SQL(", ").join(map(sql.Identifier, header))).as_string(cur),
+                handle,
+                size=1 << 20,
+            )
+    except (psycopg2.DataError, psycopg2.errors.BadCopyFileFormat) as error:
+        raise FileRejected(path, None, f"unreadable CSV: {_copy_error(error)}") from error
+    except (OSError, EOFError) as error:
+        raise FileRejected(path, None, f"unreadable file ({error})") from error
+    present = [name for name in known if name in header]
+    targets = [sql.Identifier(name) for name in present]
+    cur.execute(
+        sql.SQL(
+            "insert into {raw} ({targets}, _file, _file_sha256, _row_number) "
+            "select {targets}, %s, %s, _row_number from _landing"
+        ).format(raw=sql.Identifier("raw", source.name), targets=sql.SQL(", ").join(targets)),
+        (path.name, sha),
+    )
+    rows = cur.rowcount
+    cur.execute("drop table _landing")
+    return rows
+
+
+def _copy_error(error) -> str:
+    """PostgreSQL's COPY error with the line it names, e.g. 'extra data ... (line 7)'."""
+    message = error.pgerror or str(error)
+    primary = message.splitlines()[0].replace("ERROR:", "").strip()
+    line = re.search(r"_landing, line (\d+)", message)
+    return f"{primary} (line {line.group(1)})" if line else primary
+
+
+def _reject_wrong_type_throughout(
+    cur, source: Source, path: Path, header: list[str], sha: str, is_valid: str
+) -> None:
+    typed = [c for c in source.columns if c.kind != "text" and c.name in header]
+    if not typed:
+        return
+    counts = []
+    for column in typed:
+        counts.append(sql.SQL("count({v})").format(v=_value(column.name)))
+        counts.append(
+            sql.SQL("count(*) filter (where {v} is not null and {ok})").format(
+                v=_value(column.name), ok=_is_valid(column, is_valid)
+            )
+        )
+    cur.execute(
+        sql.SQL("select {} from {} where _file_sha256 = %s").format(
+            sql.SQL(", ").join(counts), sql.Identifier("raw", source.name)
+        ),
+        (sha,),
+    )
+    row = cur.fetchone()
+    for index, column in enumerate(typed):
+        non_empty, valid = row[2 * index], row[2 * index + 1]
+        if non_empty >= WRONG_TYPE_MIN_VALUES and valid == 0:
+            raise FileRejected(
+                path, column.name, f"wrong type throughout: no value parses as {column.kind}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# step 2: row rules
+
+
+def apply_row_rules(conn, logical_date: datetime) -> dict[str, dict[str, int]]:
+    """Split this batch's raw rows into staging (good) and raw.quarantine (bad, with reasons).
+
+    Sources are processed parents first, so that a session is checked against the customers
+    of this batch that passed their own rules as well as those already in core.
+    """
+    is_valid = _validity_function(conn)
+    counts = {}
+    with conn.cursor() as cur:
+        for source in SOURCES:
+            cur.execute(sql.SQL("truncate {}").format(sql.Identifier("staging", source.name)))
+        for source in SOURCES:
+            cur.execute(
+                sql.SQL(
+                    "delete from raw.quarantine q using (select distinct _file_sha256 from {}) f "
+                    "where q.file_sha256 = f._file_sha256 and q.source = %s"
+                ).format(sql.Identifier("raw", source.name)),
+                (source.name,),
+            )
+            cur.execute("drop table if exists _checked")
+            cur.execute(_checked_rows_sql(source, is_valid))
+            staging_columns = _staging_columns(conn, source)
+            expressions = STAGING_EXPRESSIONS.get(source.name, {})
+            select_list = sql.SQL(", ").join(
+                sql.SQL(expressions.get(name, f"t.{name}")) for name in staging_columns
+            )
+            cur.execute(
+                sql.SQL(
+                    "insert into {staging} ({columns}, _file, _row_number) "
+                    "select {select_list}, t._file, t._row_number "
+                    "from _checked t where cardinality(t.reasons) = 0"
+                ).format(
+                    staging=sql.Identifier("staging", source.name),
+                    columns=sql.SQL(", ").join(map(sql.Identifier, staging_columns)),
+                    select_list=select_list,
+                )
+            )
+            loaded = cur.rowcount
+            record = sql.SQL(", ").join(
+                sql.SQL("{}, r.{}").format(sql.Literal(c.name), sql.Identifier(f"raw__{c.name}"))
+                for c in source.columns
+            )
+            cur.execute(
+                sql.SQL(
+                    "insert into raw.quarantine "
+                    "(source, file_path, file_sha256, row_number, reasons, record, logical_date) "
+                    "select %s, r._file, r._file_sha256, r._row_number, r.reasons, "
+                    "jsonb_strip_nulls(jsonb_build_object({record})), %s "
+                    "from _checked r where cardinality(r.reasons) > 0"
+                ).format(record=record),
+                (source.name, logical_date),
+            )
+            counts[source.name] = {"loaded": loaded, "quarantined": cur.rowcount}
+            cur.execute("drop table _checked")
+            cur.execute(sql.SQL("analyze {}").format(sql.Identifier("staging", source.name)))
+    return counts
+
+
+def _checked_rows_sql(source: Source, is_valid: str) -> sql.Composed:
+    """One statement: every raw row of `source` with its raw text (`raw__<col>`), its typed
+    values (`<col>`) and the reasons it breaks (an empty array: the row is good)."""
+    raw_columns = sql.SQL(", ").join(
+        sql.SQL("r.{} as {}").format(sql.Identifier(c.name), sql.Identifier(f"raw__{c.name}"))
+        for c in source.columns
+    )
+    flags = sql.SQL(", ").join(
+        sql.SQL("{ok} as {name}").format(
+            ok=_is_valid(c, is_valid), name=sql.Identifier(f"{c.name}__ok")
+        )
+        for c in source.columns
+    )
+    typed = sql.SQL(", ").join(
+        sql.SQL("case when l.{ok} then {cast} end as {name}").format(
+            ok=sql.Identifier(f"{c.name}__ok"),
+            cast=_typed(c, f"raw__{c.name}"),
+            name=sql.Identifier(c.name),
+        )
+        for c in source.columns
+    )
+    reasons: list[sql.Composable] = []
+    for column in source.columns:
+        v = _value(f"raw__{column.name}", alias="t")
+        if not column.nullable:
+            reasons.append(
+                sql.SQL("case when {v} is null then {reason} end").format(
+                    v=v, reason=sql.Literal(f"{column.name}: is empty")
+                )
+            )
+        if column.kind != "text":
+            reasons.append(
+                sql.SQL(
+                    "case when {v} is not null and not t.{ok} "
+                    "then {prefix} || left({v}, 40) || {quote} end"
+                ).format(
+                    v=v,
+                    ok=sql.Identifier(f"{column.name}__ok"),
+                    prefix=sql.Literal(f"{column.name}: not a valid {column.kind}: '"),
+                    quote=sql.Literal("'"),
+                )
+            )
+    for condition, reason in _row_rules(source):
+        reasons.append(
+            sql.SQL("case when {c} then {r} end").format(
+                c=sql.SQL(condition), r=sql.Literal(reason)
+            )
+        )
+    parent_joins = []
+    for index, (column, parent_name) in enumerate(source.parents):
+        parent = SOURCES_BY_NAME[parent_name]
+        alias = sql.Identifier(f"parent_{index}")
+        parent_joins.append(
+            sql.SQL(
+                "left join (select {pk} as key from {staging} union select {pk} from {core}) "
+                "{alias} on {alias}.key = t.{column}"
+            ).format(
+                pk=sql.Identifier(parent.key),
+                staging=sql.Identifier("staging", parent.name),
+                core=sql.Identifier("core", parent.name),
+                alias=alias,
+                column=sql.Identifier(column),
+            )
+        )
+        reasons.append(
+            sql.SQL("case when t.{column} is not null and {alias}.key is null then {r} end").format(
+                column=sql.Identifier(column),
+                alias=alias,
+                r=sql.Literal(f"{column}: no {parent.name} row has this {parent.key}"),
+            )
+        )
+    return sql.SQL(
+        """
+        create temp table _checked as
+        with landed as (
+            select r._file, r._file_sha256, r._row_number, {raw_columns}, {flags}
+            from {raw_table} r
+        ),
+        typed as (
+            select l.*, {typed} from landed l
+        ),
+        with_reasons as (
+            select t.*, array_remove(array[{reasons}]::text[], null) as row_reasons
+            from typed t
+            {parent_joins}
+        ),
+        ranked as (
+            -- among rows that pass every other rule, the first occurrence of a key wins
+            select w.*,
+                   row_number() over keys as key_rank,
+                   first_value(w._file || ' row ' || w._row_number) over keys as first_seen
+            from with_reasons w
+            window keys as (partition by w.{key}, cardinality(w.row_reasons) = 0
+                            order by w._file, w._row_number)
+        )
+        select ranked.*,
+               case when cardinality(row_reasons) = 0 and key_rank > 1
+                    then array[{dup_prefix} || first_seen]
+                    else row_reasons end as reasons
+        from ranked
+        """
+    ).format(
+        raw_columns=raw_columns,
+        flags=flags,
+        raw_table=sql.Identifier("raw", source.name),
+        typed=typed,
+        reasons=sql.SQL(", ").join(reasons),
+        parent_joins=sql.SQL(" ").join(parent_joins),
+        key=sql.Identifier(source.key),
+        dup_prefix=sql.Literal(f"{source.key}: duplicate of "),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# step 4: merge, and the audit log
+
+
+def merge_into_core(conn) -> dict[str, dict[str, int]]:
+    """Upsert staging into core by business key; rows whose values did not change are left
+    untouched, so that a re-run rewrites nothing."""
+    counts = {}
+    with conn.cursor() as cur:
+        for source in SOURCES:
+            columns = _staging_columns(conn, source)
+            updatable = [c for c in columns if c != source.key]
+            identifiers = sql.SQL(", ").join(map(sql.Identifier, columns))
+            cur.execute(
+                sql.SQL(
+                    "insert into {core} as c ({columns}) select {columns} from {staging} "
+                    "on conflict ({key}) do update set ({updatable}) = ({excluded}) "
+                    "where ({current}) is distinct from ({excluded}) "
+                    "returning (xmax = 0) as inserted"
+                ).format(
+                    core=sql.Identifier("core", source.name),
+                    staging=sql.Identifier("staging", source.name),
+                    columns=identifiers,
+                    key=sql.Identifier(source.key),
+                    updatable=sql.SQL(", ").join(map(sql.Identifier, updatable)),
+                    excluded=sql.SQL(", ").join(
+                        sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in updatable
+                    ),
+                    current=sql.SQL(", ").join(
+                        sql.SQL("c.{}").format(sql.Identifier(c)) for c in updatable
+                    ),
+                )
+            )
+            flags = [row[0] for row in cur.fetchall()]
+            counts[source.name] = {
+                "inserted": sum(flags),
+                "updated": len(flags) - sum(flags),
+            }
+            cur.execute(sql.SQL("analyze {}").format(sql.Identifier("core", source.name)))
+    return counts
+
+
+def record_load_log(
+    conn,
+    files: Iterable[FileResult],
+    *,
+    run_id: str,
+    logical_date: datetime,
+) -> None:
+    """Write one raw.load_log row per file, with the rows it loaded and quarantined.
+
+    The run that first saw a file stays recorded: re-running the same file updates only
+    its counts and status, which come out the same.
+    """
+    with conn.cursor() as cur:
+        for result in files:
+            loaded = quarantined = 0
+            if result.status == "landed":
+                cur.execute(
+                    sql.SQL("select count(*) from {} where _file = %s").format(
+                        sql.Identifier("staging", result.source)
+                    ),
+                    (Path(result.path).name,),
+                )
+                loaded = cur.fetchone()[0]
+                cur.execute(
+                    "select count(*) from raw.quarantine where file_sha256 = %s and source = %s",
+                    (result.sha256, result.source),
+                )
+                quarantined = cur.fetchone()[0]
+            cur.execute(
+                """
+                insert into raw.load_log (file_sha256, source, file_path, run_id, logical_date,
+                    status, rows_read, rows_loaded, rows_quarantined, message)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                on conflict (file_sha256, source) do update set
+                    status = excluded.status,
+                    rows_read = excluded.rows_read,
+                    rows_loaded = excluded.rows_loaded,
+                    rows_quarantined = excluded.rows_quarantined,
+                    message = excluded.message
+                """,
+                (
+                    result.sha256,
+                    result.source,
+                    result.path,
+                    run_id,
+                    logical_date,
+                    "loaded" if result.status == "landed" else result.status,
+                    result.rows_read,
+                    loaded,
+                    quarantined,
+                    result.message,
+                ),
+            )
+
+
+def quarantine_summary(conn, file_sha256s: Iterable[str]) -> list[dict]:
+    """Quarantined rows of these files, counted by source and reason, most frequent first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            select source, reason, count(*) as row_count, min(row_number) as first_row,
+                   min(file_path) as file_path
+            from raw.quarantine, unnest(reasons) as reason
+            where file_sha256 = any(%s)
+            group by source, reason
+            order by row_count desc, source, reason
+            """,
+            (list(file_sha256s),),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def rejection_report(files: Iterable[dict]) -> str | None:
+    """A message naming every rejected file and why, or None when every file landed."""
+    rejected = [f for f in files if f["status"] == "rejected"]
+    if not rejected:
+        return None
+    lines = [f"{len(rejected)} file(s) rejected, nothing of them loaded:"]
+    lines += [f"- {f['path']}: {f['message']}" for f in rejected]
+    return "\n".join(lines)
+
+
+def latest_session_date(data_dir: Path):
+    """The last day with a session in the directory's session files (the default as-of)."""
+    import pandas as pd
+    import pyarrow.csv as pacsv
+
+    latest = None
+    for source, path in discover_files(data_dir):
+        if source.name != "sessions":
+            continue
+        table = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=["session_date"], column_types={"session_date": "string"}
+            ),
+        )
+        dates = pd.to_datetime(
+            table.column("session_date").to_pandas(), format="ISO8601", errors="coerce"
+        )
+        if dates.notna().any():
+            file_latest = dates.max().date()
+            latest = file_latest if latest is None else max(latest, file_latest)
+    if latest is None:
+        raise NoInputFiles(f"no sessions file with a readable session_date in {data_dir}")
+    return latest

@@ -1,0 +1,64 @@
+"""The summary that `ecom run` prints: what ran, what landed, what was set aside, where to look."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from ecom_insights.config import Settings
+from ecom_insights.contract import SOURCES
+from ecom_insights.warehouse import connect
+
+# Quarantine reasons shown in the summary; the rest are counted in one line.
+TOP_REASONS = 8
+
+
+def pipeline_summary(url: str, as_of: date, outcomes, settings: Settings) -> str:
+    lines = [f"\nE-commerce Insights: pipeline as of {as_of}", ""]
+    lines += [f"  {o.dag_id:<28} {o.state}  ({o.run_id})" for o in outcomes]
+    with connect(url) as conn, conn.cursor() as cur:
+        lines += ["", "  core tables"]
+        for source in SOURCES:
+            cur.execute("select to_regclass(%s) is not null", (f"core.{source.name}",))
+            if not cur.fetchone()[0]:
+                continue
+            cur.execute(f"select count(*) from core.{source.name}")  # names from the contract
+            lines.append(f"    core.{source.name:<12} {cur.fetchone()[0]:>12,} rows")
+        cur.execute("select to_regclass('raw.load_log') is not null")
+        if cur.fetchone()[0]:
+            lines += _load_lines(cur)
+    docs = settings.data_docs_dir / "index.html"
+    lines += ["", f"  data docs      {docs if docs.exists() else '(not built)'}"]
+    lines.append(f"  Airflow UI     ECOM_HOME={settings.home} ecom airflow standalone")
+    return "\n".join(lines)
+
+
+def _load_lines(cur) -> list[str]:
+    cur.execute(
+        """
+        select status, count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0),
+               coalesce(sum(rows_quarantined), 0)
+        from raw.load_log group by status order by status
+        """
+    )
+    lines = ["", "  files (all runs)"]
+    for status, files, read, loaded, quarantined in cur.fetchall():
+        lines.append(
+            f"    {status:<9} {files:>4} files  {read:>12,} rows read  {loaded:>12,} loaded  "
+            f"{quarantined:>9,} quarantined"
+        )
+    cur.execute("select file_path, message from raw.load_log where status = 'rejected'")
+    lines += [f"    rejected: {path}: {message}" for path, message in cur.fetchall()]
+    cur.execute(
+        """
+        select source, reason, count(*) from raw.quarantine, unnest(reasons) as reason
+        group by source, reason order by count(*) desc, source, reason
+        """
+    )
+    reasons = cur.fetchall()
+    if reasons:
+        lines += ["", "  quarantined rows by reason (raw.quarantine)"]
+        lines += [f"    {n:>9,}  {s}: {r}" for s, r, n in reasons[:TOP_REASONS]]
+        if len(reasons) > TOP_REASONS:
+            rest = sum(n for _, _, n in reasons[TOP_REASONS:])
+            lines.append(f"    {rest:>9,}  in {len(reasons) - TOP_REASONS} more reasons")
+    return lines

@@ -1,0 +1,168 @@
+-- The warehouse's tables up to the core layer. Idempotent: run before every ingestion.
+-- raw      the landed files, every column as text, with file and row number (per batch)
+-- staging  this batch's rows that passed every rule, typed and renamed
+-- core     the merged history that features, models and marts read
+-- marts    built by later DAGs
+
+create schema if not exists raw;
+create schema if not exists staging;
+create schema if not exists core;
+create schema if not exists marts;
+
+-- Audit of every file an ingestion run looked at.
+create table if not exists raw.load_log (
+    file_sha256        text        not null,
+    source             text        not null,
+    file_path          text        not null,
+    run_id             text        not null,
+    logical_date       timestamptz not null,
+    status             text        not null,  -- loaded | rejected
+    rows_read          bigint      not null default 0,
+    rows_loaded        bigint      not null default 0,
+    rows_quarantined   bigint      not null default 0,
+    message            text,
+    primary key (file_sha256, source)
+);
+
+-- Rows that broke a row rule: kept with their original text so that nothing is lost.
+create table if not exists raw.quarantine (
+    source             text        not null,
+    file_path          text        not null,
+    file_sha256        text        not null,
+    row_number         bigint      not null,  -- 1 = the first data row after the header
+    reasons            text[]      not null,
+    record             jsonb       not null,
+    logical_date       timestamptz not null,
+    primary key (file_sha256, source, row_number)
+);
+
+-- staging: typed rows of the current batch (unlogged: rebuilt from the files on any rerun)
+create unlogged table if not exists staging.customers (
+    customer_id          text    not null,
+    age                  integer,
+    gender               text,
+    location             text,
+    signup_date          date    not null,
+    acquisition_channel  text,
+    _file                text    not null,
+    _row_number          bigint  not null
+);
+
+create unlogged table if not exists staging.sessions (
+    session_id           text           not null,
+    customer_id          text           not null,
+    session_started_at   timestamp      not null,
+    session_date         date           not null,
+    product_viewed       text,
+    browsing_time_sec    double precision,
+    purchase_made        boolean        not null,
+    purchase_amount      numeric(14,2)  not null,
+    pages_viewed         integer,
+    added_to_cart        boolean,
+    discount_amount      numeric(14,2),
+    device               text,
+    campaign_id          text,
+    _file                text           not null,
+    _row_number          bigint         not null
+);
+
+create unlogged table if not exists staging.products (
+    product_id    text  not null,
+    product_name  text,
+    category      text,
+    price         numeric(14,2),
+    _file         text   not null,
+    _row_number   bigint not null
+);
+
+create unlogged table if not exists staging.events (
+    event_id     text       not null,
+    session_id   text       not null,
+    customer_id  text       not null,
+    event_time   timestamp  not null,
+    event_type   text       not null,
+    product_id   text       not null,
+    price        numeric(14,2),
+    _file        text       not null,
+    _row_number  bigint     not null
+);
+
+create unlogged table if not exists staging.campaigns (
+    campaign_id  text  not null,
+    name         text,
+    channel      text,
+    start_date   date  not null,
+    end_date     date  not null,
+    _file        text   not null,
+    _row_number  bigint not null
+);
+
+-- core: one row per business key; re-ingesting a file updates rows in place
+create table if not exists core.customers (
+    customer_id          text primary key,
+    age                  integer,
+    gender               text,
+    location             text,
+    signup_date          date not null,
+    acquisition_channel  text
+);
+
+create table if not exists core.sessions (
+    session_id           text primary key,
+    customer_id          text           not null,
+    session_started_at   timestamp      not null,
+    session_date         date           not null,
+    product_viewed       text,
+    browsing_time_sec    double precision,
+    purchase_made        boolean        not null,
+    purchase_amount      numeric(14,2)  not null,
+    pages_viewed         integer,
+    added_to_cart        boolean,
+    discount_amount      numeric(14,2),
+    device               text,
+    campaign_id          text
+);
+create index if not exists sessions_customer_date_idx
+    on core.sessions (customer_id, session_date);
+create index if not exists sessions_date_idx on core.sessions (session_date);
+
+create table if not exists core.products (
+    product_id    text primary key,
+    product_name  text,
+    category      text,
+    price         numeric(14,2)
+);
+
+create table if not exists core.events (
+    event_id     text primary key,
+    session_id   text       not null,
+    customer_id  text       not null,
+    event_time   timestamp  not null,
+    event_type   text       not null,
+    product_id   text       not null,
+    price        numeric(14,2)
+);
+create index if not exists events_session_idx on core.events (session_id);
+
+create table if not exists core.campaigns (
+    campaign_id  text primary key,
+    name         text,
+    channel      text,
+    start_date   date not null,
+    end_date     date not null
+);
+
+-- Whether `value` parses as `type_name`. PostgreSQL 16 has pg_input_is_valid, which ingestion
+-- uses directly; this slower stand-in (one subtransaction per call) serves older servers.
+create or replace function raw.input_is_valid(value text, type_name text)
+returns boolean
+language plpgsql
+stable
+as $$
+begin
+    execute format('select %L::%s', value, type_name);
+    return true;
+exception when others then
+    return false;
+end
+$$;
