@@ -129,19 +129,29 @@ def _run(args) -> int:
     runtime.apply_environment(settings, url)
     print(f"ecom: warehouse {url}\necom: data {data_dir}, as of {as_of}", flush=True)
     runtime.migrate_metadata_db(settings)
+    log_path = settings.home / "logs" / f"ecom-run-{as_of}.log"
+    print(f"ecom: Airflow's output goes to {log_path}", flush=True)
     outcomes = []
     for dag_id in runtime.PIPELINE_DAGS:
         print(f"ecom: running {dag_id} ...", flush=True)
-        outcome = runtime.run_dag(dag_id, as_of, conf={"data_dir": str(data_dir)})
+        with runtime.output_to(log_path):
+            outcome = runtime.run_dag(dag_id, as_of, conf={"data_dir": str(data_dir)})
         outcomes.append(outcome)
         if outcome.state != "success":
             print(pipeline_summary(url, as_of, outcomes, settings))
             raise PipelineError(
                 f"{dag_id} ended {outcome.state}; failed tasks: {', '.join(outcome.failed_tasks)}"
-                f" (logs: {settings.airflow_home / 'logs'})"
+                f"\n{_failure_excerpt(log_path)}\nfull log: {log_path}"
             )
     print(pipeline_summary(url, as_of, outcomes, settings))
     return 0
+
+
+def _failure_excerpt(log_path: Path, lines: int = 12) -> str:
+    """The last error lines of the run log: what a user needs to see without opening it."""
+    text = log_path.read_text(errors="replace").splitlines()
+    errors = [line for line in text if "Error" in line or "rejected" in line or "- " in line]
+    return "\n".join(errors[-lines:])
 
 
 def _demo_data(directory: Path) -> Path:

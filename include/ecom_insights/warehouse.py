@@ -26,8 +26,15 @@ def database_url(settings: Settings | None = None) -> str:
 
 def start_embedded_server(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL whose data lives in `pgdata`; return its URL."""
+    import logging
+    import warnings
+
     import pgserver  # imported here: it is only needed when no ECOM_DATABASE_URL is set
 
+    # pgserver logs every handle it opens and closes, and platformdirs warns about an unset
+    # XDG_RUNTIME_DIR; neither is news to the user.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None keeps the server running after this process exits, so that Airflow
     # tasks, the CLI and the dashboard all share it.
@@ -104,3 +111,9 @@ def url_from_airflow_connection(conn) -> str:
     if host.startswith("/"):
         return f"postgresql://{auth}/{database}?host={quote(host, safe='/')}&port={port}"
     return f"postgresql://{auth}{host}:{port}/{database}"
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL naming another database."""
+    parts = urlsplit(url)
+    return parts._replace(path=f"/{database}").geturl()

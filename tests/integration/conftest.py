@@ -1,0 +1,25 @@
+"""Integration fixtures: a database on the session's real PostgreSQL with the warehouse DDL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ecom_insights import ingest, warehouse
+
+
+@pytest.fixture(scope="session")
+def warehouse_url(pg_server_url) -> Iterator[str]:
+    """One database for the session with raw/staging/core created (tests that share it
+    must leave it as they found it, or use the per-test `database_url` instead)."""
+    name = f"ecom_shared_{uuid.uuid4().hex[:12]}"
+    with warehouse.connect(pg_server_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    url = warehouse.with_database(pg_server_url, name)
+    with warehouse.connect(url) as conn:
+        ingest.ensure_schema(conn)
+    yield url
+    with warehouse.connect(pg_server_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'drop database if exists "{name}" with (force)')

@@ -1,0 +1,403 @@
+"""Ingestion on a real PostgreSQL: the bad-input corpus, and idempotent re-runs.
+
+Every case starts from the same good files and adds one kind of defect. A row-level defect
+must be quarantined with its file, row number and reason while every good row loads; a
+file-level defect must reject the whole file with a message naming file, column and rule,
+and load nothing of it.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ecom_insights import ingest
+from ecom_insights.warehouse import connect
+
+LOGICAL_DATE = datetime(2024, 3, 1, tzinfo=UTC)
+
+CUSTOMERS_HEADER = "customer_id,age,gender,location,signup_date\n"
+GOOD_CUSTOMERS = [
+    "C1,34,F,UK,2024-01-01",
+    "C2,,M,,2024-01-05",
+    "C3,51,,DE,2024-01-06",
+]
+SESSIONS_HEADER = (
+    "session_id,customer_id,session_date,product_viewed,browsing_time_sec,"
+    "purchase_made,purchase_amount\n"
+)
+GOOD_SESSIONS = [
+    "S1,C1,2024-02-01 10:00:00,P1,120,true,25.50",
+    "S2,C2,2024-02-02,P2,30,no,",
+    "S3,C3,2024-02-03T08:15:00,P3,45.5,1,12",
+    "S4,C1,2024-02-04,P1,0,false,0",
+    "S5,C2,2024-02-05,P2,300,YES,99.99",
+]
+EVENTS_HEADER = "event_id,session_id,customer_id,event_time,event_type,product_id,price\n"
+GOOD_EVENTS = [
+    "E1,S1,C1,2024-02-01 10:00:05,view,P1,25.50",
+    "E2,S1,C1,2024-02-01 10:02:00,purchase,P1,25.50",
+]
+PRODUCTS_HEADER = "product_id,product_name,category,price\n"
+GOOD_PRODUCTS = ["P1,Mug,kitchen,25.50", "P2,Lamp,home,99.99"]
+CAMPAIGNS_HEADER = "campaign_id,name,channel,start_date,end_date\n"
+GOOD_CAMPAIGNS = ["CMP1,Spring,email,2024-03-01,2024-03-14"]
+
+GOOD_COUNTS = {"customers": 3, "sessions": 5, "events": 2, "products": 2, "campaigns": 1}
+
+
+@dataclass
+class Case:
+    name: str
+    # extra rows appended to a file (the row number of the first extra row is len(good) + 1)
+    extra: dict[str, list[str]] = field(default_factory=dict)
+    # a file replaced whole by these bytes
+    replace: dict[str, bytes] = field(default_factory=dict)
+    # expected: (source, reason fragment) for quarantine, or (file name, message fragment)
+    quarantined: tuple[str, str] | None = None
+    rejected: tuple[str, str] | None = None
+
+
+ROW_CASES = [
+    Case(
+        "orphan session",
+        {"sessions": ["S9,C404,2024-02-06,P1,10,false,0"]},
+        quarantined=("sessions", "customer_id: no customers row has this customer_id"),
+    ),
+    Case(
+        "negative amount",
+        {"sessions": ["S9,C1,2024-02-06,P1,10,true,-5"]},
+        quarantined=("sessions", "purchase_amount: must be >= 0"),
+    ),
+    Case(
+        "unparseable date",
+        {"sessions": ["S9,C1,2024-13-45,P1,10,false,0"]},
+        quarantined=("sessions", "session_date: not a valid timestamp: '2024-13-45'"),
+    ),
+    Case(
+        "special word as date",
+        {"sessions": ["S9,C1,now,P1,10,false,0"]},
+        quarantined=("sessions", "session_date: not a valid timestamp: 'now'"),
+    ),
+    Case(
+        "duplicate session id",
+        {"sessions": ["S1,C2,2024-02-06,P1,10,false,0"]},
+        quarantined=("sessions", "session_id: duplicate of sessions.csv row 1"),
+    ),
+    Case(
+        "flag false with amount",
+        {"sessions": ["S9,C1,2024-02-06,P1,10,false,12.00"]},
+        quarantined=("sessions", "purchase_amount: positive while purchase_made is false"),
+    ),
+    Case(
+        "flag true without amount",
+        {"sessions": ["S9,C1,2024-02-06,P1,10,true,"]},
+        quarantined=("sessions", "purchase_amount: empty while purchase_made is true"),
+    ),
+    Case(
+        "unparseable flag",
+        {"sessions": ["S9,C1,2024-02-06,P1,10,maybe,0"]},
+        quarantined=("sessions", "purchase_made: not a valid boolean: 'maybe'"),
+    ),
+    Case(
+        "NaN amount",
+        {"sessions": ["S9,C1,2024-02-06,P1,10,true,NaN"]},
+        quarantined=("sessions", "purchase_amount: not a valid money: 'NaN'"),
+    ),
+    Case(
+        "text browsing time in one row",
+        {"sessions": ["S9,C1,2024-02-06,P1,ten,false,0"]},
+        quarantined=("sessions", "browsing_time_sec: not a valid number: 'ten'"),
+    ),
+    Case(
+        "negative browsing time",
+        {"sessions": ["S9,C1,2024-02-06,P1,-3,false,0"]},
+        quarantined=("sessions", "browsing_time_sec: must be >= 0"),
+    ),
+    Case(
+        "empty session id",
+        {"sessions": [",C1,2024-02-06,P1,3,false,0"]},
+        quarantined=("sessions", "session_id: is empty"),
+    ),
+    Case(
+        "empty customer id",
+        {"customers": [",30,F,UK,2024-01-01"]},
+        quarantined=("customers", "customer_id: is empty"),
+    ),
+    Case(
+        "age out of range",
+        {"customers": ["C9,250,F,UK,2024-01-01"]},
+        quarantined=("customers", "age: must be between 0 and 120"),
+    ),
+    Case(
+        "fractional age",
+        {"customers": ["C9,33.5,F,UK,2024-01-01"]},
+        quarantined=("customers", "age: not a valid integer: '33.5'"),
+    ),
+    Case(
+        "duplicate customer id",
+        {"customers": ["C1,40,F,UK,2024-01-01"]},
+        quarantined=("customers", "customer_id: duplicate of customers.csv row 1"),
+    ),
+    Case(
+        "unparseable signup date",
+        {"customers": ["C9,40,F,UK,01/13/2024x"]},
+        quarantined=("customers", "signup_date: not a valid date"),
+    ),
+    Case(
+        "unknown event type",
+        {"events": ["E9,S1,C1,2024-02-01 10:03:00,wishlist,P1,25.50"]},
+        quarantined=("events", "event_type: must be one of view, cart, remove_from_cart, purchase"),
+    ),
+    Case(
+        "orphan event",
+        {"events": ["E9,S404,C1,2024-02-01 10:03:00,view,P1,25.50"]},
+        quarantined=("events", "session_id: no sessions row has this session_id"),
+    ),
+    Case(
+        "negative product price",
+        {"products": ["P9,Broken,home,-1"]},
+        quarantined=("products", "price: must be >= 0"),
+    ),
+    Case(
+        "campaign ends before it starts",
+        {"campaigns": ["CMP9,Odd,email,2024-03-10,2024-03-01"]},
+        quarantined=("campaigns", "end_date: before start_date"),
+    ),
+]
+
+FILE_CASES = [
+    Case(
+        "missing required column",
+        replace={
+            "sessions": b"session_id,customer_id,session_date,product_viewed,"
+            b"browsing_time_sec,purchase_made\nS1,C1,2024-02-01,P1,1,false\n"
+        },
+        rejected=("sessions.csv", "column 'purchase_amount': required column is missing"),
+    ),
+    Case(
+        "empty file",
+        replace={"sessions": b""},
+        rejected=("sessions.csv", "empty file: no header row"),
+    ),
+    Case(
+        "binary file",
+        replace={"sessions": bytes(range(256)) * 4},
+        rejected=("sessions.csv", "unreadable file: binary content"),
+    ),
+    Case(
+        "duplicate header column",
+        replace={
+            "customers": b"customer_id,age,age,gender,location,signup_date\nC1,1,1,F,UK,2024-01-01\n"
+        },
+        rejected=("customers.csv", "column 'age': column appears more than once"),
+    ),
+    Case(
+        "ragged row",
+        extra={"sessions": ["S9,C1,2024-02-06,P1,10,false,0,surplus"]},
+        rejected=("sessions.csv", "unreadable CSV: extra data after last expected column (line 7)"),
+    ),
+    Case(
+        "invalid UTF-8 in a row",
+        replace={
+            "customers": (CUSTOMERS_HEADER + "\n".join(GOOD_CUSTOMERS) + "\n").encode()
+            + "C9,30,F,K\xf6ln,2024-01-01\n".encode("latin-1")
+        },
+        rejected=("customers.csv", "unreadable CSV: invalid byte sequence"),
+    ),
+    Case(
+        "unterminated quote",
+        extra={"sessions": ['S9,C1,2024-02-06,"P1,10,false,0']},
+        rejected=("sessions.csv", "unreadable CSV: unterminated CSV quoted field"),
+    ),
+    Case(
+        "wrong type throughout",
+        replace={
+            "sessions": (
+                SESSIONS_HEADER + "S1,C1,2024-02-01,P1,long,true,1\n"
+                "S2,C1,2024-02-01,P1,short,true,1\nS3,C1,2024-02-01,P1,,true,1\n"
+            ).encode()
+        },
+        rejected=("sessions.csv", "column 'browsing_time_sec': wrong type throughout"),
+    ),
+]
+
+HEADERS = {
+    "customers": CUSTOMERS_HEADER,
+    "sessions": SESSIONS_HEADER,
+    "events": EVENTS_HEADER,
+    "products": PRODUCTS_HEADER,
+    "campaigns": CAMPAIGNS_HEADER,
+}
+GOOD_ROWS = {
+    "customers": GOOD_CUSTOMERS,
+    "sessions": GOOD_SESSIONS,
+    "events": GOOD_EVENTS,
+    "products": GOOD_PRODUCTS,
+    "campaigns": GOOD_CAMPAIGNS,
+}
+
+
+def write_files(directory: Path, case: Case | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for source, header in HEADERS.items():
+        path = directory / f"{source}.csv"
+        if case and source in case.replace:
+            path.write_bytes(case.replace[source])
+            continue
+        rows = GOOD_ROWS[source] + (case.extra.get(source, []) if case else [])
+        path.write_text(header + "\n".join(rows) + "\n")
+    return directory
+
+
+def ingest_directory(url: str, directory: Path) -> list[ingest.FileResult]:
+    with connect(url) as conn:
+        files = ingest.land_files(conn, directory)
+        ingest.apply_row_rules(conn, LOGICAL_DATE)
+        ingest.merge_into_core(conn)
+        ingest.record_load_log(conn, files, run_id="test", logical_date=LOGICAL_DATE)
+    return files
+
+
+def core_counts(url: str) -> dict[str, int]:
+    with connect(url) as conn, conn.cursor() as cur:
+        counts = {}
+        for source in GOOD_COUNTS:
+            cur.execute(f"select count(*) from core.{source}")
+            counts[source] = cur.fetchone()[0]
+        return counts
+
+
+def table_fingerprints(url: str) -> dict[str, str]:
+    """An md5 of every row of each table that ingestion writes (order-independent)."""
+    tables = [f"core.{s}" for s in GOOD_COUNTS] + ["raw.quarantine", "raw.load_log"]
+    with connect(url) as conn, conn.cursor() as cur:
+        result = {}
+        for table in tables:
+            cur.execute(
+                f"select md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
+                f"from {table} t"
+            )
+            result[table] = cur.fetchone()[0]
+        return result
+
+
+@pytest.mark.integration
+def test_the_corpus_has_at_least_fifteen_kinds_of_bad_input():
+    assert len(ROW_CASES) + len(FILE_CASES) >= 15
+    assert len({c.name for c in ROW_CASES + FILE_CASES}) == len(ROW_CASES) + len(FILE_CASES)
+
+
+@pytest.mark.integration
+def test_good_files_load_completely(database_url, tmp_path):
+    files = ingest_directory(database_url, write_files(tmp_path / "good"))
+    assert [f.status for f in files] == ["landed"] * 5
+    assert core_counts(database_url) == GOOD_COUNTS
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from raw.quarantine")
+        assert cur.fetchone()[0] == 0
+        cur.execute(
+            "select session_started_at, session_date, purchase_made, purchase_amount "
+            "from core.sessions where session_id = 'S3'"
+        )
+        started, day, made, amount = cur.fetchone()
+        assert (started, str(day), made, float(amount)) == (
+            datetime(2024, 2, 3, 8, 15),
+            "2024-02-03",
+            True,
+            12.0,
+        )
+        cur.execute("select purchase_amount from core.sessions where session_id = 'S2'")
+        assert float(cur.fetchone()[0]) == 0.0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", ROW_CASES, ids=lambda c: c.name)
+def test_a_bad_row_is_quarantined_and_every_good_row_loads(case, database_url, tmp_path):
+    ingest_directory(database_url, write_files(tmp_path / "in", case))
+
+    source, reason = case.quarantined
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select source, file_path, row_number, reasons, record from raw.quarantine")
+        rows = cur.fetchall()
+    assert len(rows) == 1, rows
+    q_source, q_file, q_row, q_reasons, record = rows[0]
+    assert q_source == source
+    assert q_file == f"{source}.csv"
+    assert q_row == len(GOOD_ROWS[source]) + 1  # the appended row, 1 = first data row
+    assert any(reason in r for r in q_reasons), q_reasons
+    assert record  # the original text is kept: nothing is lost
+    assert core_counts(database_url) == GOOD_COUNTS
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", FILE_CASES, ids=lambda c: c.name)
+def test_a_bad_file_is_rejected_whole_and_the_others_load(case, database_url, tmp_path):
+    files = ingest_directory(database_url, write_files(tmp_path / "in", case))
+
+    file_name, message = case.rejected
+    rejected = [f for f in files if f.status == "rejected"]
+    assert [Path(f.path).name for f in rejected] == [file_name]
+    assert message in rejected[0].message
+    assert rejected[0].message.startswith(file_name)
+    source = file_name.removesuffix(".csv")
+    expected = dict(GOOD_COUNTS)
+    expected[source] = 0
+    if source == "customers":  # no customers: every session and event is an orphan
+        expected["sessions"] = expected["events"] = 0
+    if source == "sessions":
+        expected["events"] = 0
+    assert core_counts(database_url) == expected
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select status, message from raw.load_log where source = %s", (source,))
+        assert cur.fetchall() == [("rejected", rejected[0].message)]
+        cur.execute("select count(*) from raw.quarantine where source = %s", (source,))
+        assert cur.fetchone()[0] == 0  # nothing of a rejected file anywhere
+    assert rejected[0].message in ingest.rejection_report([f.to_dict() for f in files])
+
+
+@pytest.mark.integration
+def test_rerunning_the_same_files_changes_nothing(database_url, tmp_path):
+    case = Case(
+        "mixed", {"sessions": ["S9,C404,2024-02-06,P1,10,false,0", "S1,C2,2024-02-06,P1,1,false,0"]}
+    )
+    directory = write_files(tmp_path / "in", case)
+    ingest_directory(database_url, directory)
+    first = table_fingerprints(database_url)
+    ingest_directory(database_url, directory)
+    assert table_fingerprints(database_url) == first
+
+
+@pytest.mark.integration
+def test_a_later_file_updates_rows_and_adds_new_ones(database_url, tmp_path):
+    ingest_directory(database_url, write_files(tmp_path / "day1"))
+    day2 = tmp_path / "day2"
+    day2.mkdir()
+    # no customers file: sessions are checked against the customers already in core
+    (day2 / "sessions_2024-02-06.csv.gz").write_bytes(
+        gzip.compress(
+            (
+                SESSIONS_HEADER + "S1,C1,2024-02-01 10:00:00,P1,130,true,25.50\n"
+                "S6,C3,2024-02-06,P3,60,true,5\nS7,C404,2024-02-06,P3,60,true,5\n"
+            ).encode()
+        )
+    )
+    ingest_directory(database_url, day2)
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select browsing_time_sec from core.sessions where session_id = 'S1'")
+        assert cur.fetchone()[0] == 130
+        cur.execute("select count(*) from core.sessions")
+        assert cur.fetchone()[0] == GOOD_COUNTS["sessions"] + 1
+        cur.execute("select file_path, row_number from raw.quarantine")
+        assert cur.fetchall() == [("sessions_2024-02-06.csv.gz", 3)]
+
+
+@pytest.mark.integration
+def test_no_input_files_is_a_clear_error(database_url, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ingest.NoInputFiles, match="no input files in .*expected any of"):
+        ingest_directory(database_url, tmp_path / "empty")
