@@ -192,7 +192,8 @@ FILE_CASES = [
     Case(
         "duplicate header column",
         replace={
-            "customers": b"customer_id,age,age,gender,location,signup_date\nC1,1,1,F,UK,2024-01-01\n"
+            "customers": b"customer_id,age,age,gender,location,signup_date\n"
+            b"C1,1,1,F,UK,2024-01-01\n"
         },
         rejected=("customers.csv", "column 'age': column appears more than once"),
     ),
