@@ -20,11 +20,13 @@ Re-running with the same files changes nothing.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from ecom_insights.assets import CORE_TABLES
+from ecom_insights.orchestration import PIPELINE_START
 
 DEFAULT_ARGS = {
     "owner": "data-engineering",
@@ -36,7 +38,7 @@ DEFAULT_ARGS = {
 @dag(
     dag_id="ecom_ingestion",
     schedule="@daily",
-    start_date=datetime(2024, 1, 1),
+    start_date=PIPELINE_START,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -98,7 +100,8 @@ def ecom_ingestion():
             run_name=get_current_context()["run_id"],
         )
         if not summary.success:
-            raise ValueError(summary.describe())
+            # a broken contract is no transient error: retrying cannot help
+            raise AirflowFailException(summary.describe())
         return {"data_docs_index": str(summary.data_docs_index), "tables": summary.tables}
 
     @task(outlets=list(CORE_TABLES))
@@ -124,7 +127,7 @@ def ecom_ingestion():
 
         message = rejection_report(files)
         if message:
-            raise ValueError(message)
+            raise AirflowFailException(message)
 
     files = land()
     report(files, merge_into_core(validate_staging(apply_row_rules(files))))

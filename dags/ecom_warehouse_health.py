@@ -9,17 +9,18 @@ activity. The dashboard's data-health panel and the data engineers' checks read 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
 from ecom_insights.assets import CORE_CUSTOMERS, CORE_SESSIONS, MARTS_DATA_HEALTH
+from ecom_insights.orchestration import PIPELINE_START
 
 
 @dag(
     dag_id="ecom_warehouse_health",
     schedule=(CORE_SESSIONS | CORE_CUSTOMERS),
-    start_date=datetime(2024, 1, 1),
+    start_date=PIPELINE_START,
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=1)},

@@ -12,6 +12,7 @@ AIRFLOW_CONN_ECOM_WAREHOUSE, which Airflow looks up at call time.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,10 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="ecom-test-"))
 
 def pytest_configure(config):
     from ecom_insights import runtime
+
+    # pgserver logs each handle it opens and closes, even from atexit after pytest has closed
+    # its log capture
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
     settings = load_settings(
         {"ECOM_HOME": str(_SESSION_DIR / "home"), "AIRFLOW_HOME": str(_SESSION_DIR / "airflow")}

@@ -79,8 +79,12 @@ def migrate_metadata_db(settings: Settings) -> None:
 class DagOutcome:
     dag_id: str
     run_id: str
-    state: str
-    failed_tasks: list[str]
+    state: str  # success only if every task ran and succeeded
+    task_states: dict[str, str]
+
+    @property
+    def failed_tasks(self) -> list[str]:
+        return [task for task, state in self.task_states.items() if state != "success"]
 
 
 @contextmanager
@@ -121,5 +125,8 @@ def run_dag(dag_id: str, as_of: date, conf: dict | None = None) -> DagOutcome:
         raise RuntimeError(f"no DAG {dag_id!r} in {os.environ['AIRFLOW__CORE__DAGS_FOLDER']}")
     logical_date = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
     dag_run = dag.test(logical_date=logical_date, run_conf=conf or {})
-    failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == "failed"]
-    return DagOutcome(dag_id, dag_run.run_id, str(dag_run.state), failed)
+    task_states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    # a run whose tasks were skipped or never scheduled is no success for `ecom run`
+    all_ran = all(state == "success" for state in task_states.values())
+    state = str(dag_run.state) if all_ran or dag_run.state != "success" else "incomplete"
+    return DagOutcome(dag_id, dag_run.run_id, state, task_states)

@@ -23,3 +23,32 @@ def warehouse_url(pg_server_url) -> Iterator[str]:
     yield url
     with warehouse.connect(pg_server_url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(f'drop database if exists "{name}" with (force)')
+
+
+INGESTED_TABLES = (
+    "core.customers",
+    "core.sessions",
+    "core.products",
+    "core.events",
+    "core.campaigns",
+    "raw.quarantine",
+    "raw.load_log",
+)
+
+
+@pytest.fixture
+def fingerprints():
+    """A function: url -> {table: md5 of all its rows}, for "a re-run changes nothing"."""
+
+    def fingerprint(url: str) -> dict[str, str]:
+        result = {}
+        with warehouse.connect(url) as conn, conn.cursor() as cur:
+            for table in INGESTED_TABLES:
+                cur.execute(
+                    "select md5(coalesce(string_agg(t::text, '|' order by t::text), '')) "
+                    f"from {table} t"  # names from the constant above
+                )
+                result[table] = cur.fetchone()[0]
+        return result
+
+    return fingerprint
