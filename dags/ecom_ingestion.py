@@ -3,7 +3,8 @@
 
 Reads the contract's files (`customers.csv`, `sessions.csv`, and optionally `products.csv`,
 `events.csv`, `campaigns.csv`; `.csv.gz` and `<source>_*.csv` too) from the landing directory
-(`ECOM_LANDING_DIR`, or the run's `data_dir` parameter), then:
+(`ECOM_LANDING_DIR`, or the run's `data_dir` parameter); a day with no files skips the run
+and publishes nothing. Then:
 
 1. **land**: checks each file whole and COPYs it into `raw.<source>`. A file with a missing
    column, unreadable content or a column of the wrong type throughout is rejected whole.
@@ -23,7 +24,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ecom_insights.assets import CORE_TABLES
 from ecom_insights.orchestration import PIPELINE_START
@@ -64,8 +65,14 @@ def ecom_ingestion():
 
         context = get_current_context()
         data_dir = Path(context["params"]["data_dir"] or load_settings().landing_dir)
-        with connect(warehouse_url()) as conn:
-            files = ingest.land_files(conn, data_dir)
+        try:
+            with connect(warehouse_url()) as conn:
+                files = ingest.land_files(conn, data_dir)
+        except ingest.NoInputFiles as error:
+            # a day without files: the run skips and publishes no Asset event
+            raise AirflowSkipException(str(error)) from error
+        except FileNotFoundError as error:
+            raise AirflowFailException(str(error)) from error
         return [f.to_dict() for f in files]
 
     @task

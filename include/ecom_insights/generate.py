@@ -705,11 +705,10 @@ def _simulate_events(rng: np.random.Generator, catalogue: _Catalogue, first_even
     [session start, session start + browsing_time_sec].
     """
     total = len(session_number)
-    buying = purchase_made
-    abandoned = added_to_cart & ~buying
+    abandoned = added_to_cart & ~purchase_made
     removed = abandoned & (rng.random(total) < cart_removal_probability)
     other_basket_views = np.maximum(basket_size - 1, 0)
-    carts = np.where(buying, basket_size, abandoned.astype(np.int64))
+    carts = np.where(purchase_made, basket_size, abandoned.astype(np.int64))
     offset_browse = 1 + other_basket_views
     offset_cart = offset_browse + browse_views
     offset_remove = offset_cart + carts
@@ -882,7 +881,8 @@ class _CsvFile:
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
-            # The contract's values hold no comma, quote or newline, so nothing needs quoting.
+            # No generated value holds a comma, quote or newline, so nothing needs quoting;
+            # pyarrow raises rather than write a broken row if a parameter ever adds one.
             options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
             self._writer = pa_csv.CSVWriter(self._sink, table.schema, write_options=options)
         self._writer.write_table(table)
@@ -919,7 +919,7 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
     return {
         "generator": {
             "customers": customers, "days": scenario.days, "seed": scenario.seed,
-            "start": start.isoformat(), "end": day_to_date(scenario.days - 1),
+            "start": start.isoformat(), "last_day": day_to_date(scenario.days - 1),
             "shift_date": day_to_date(scenario.shift_day) if shifted else None,
             "minimal": minimal,
             # Lists, not tuples, so that the dict equals its JSON file read back.
@@ -964,7 +964,8 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
             "session_share_in_window": p.campaign_session_share,
             "lift_applies_to": "purchase probability of sessions carrying the campaign_id",
             "campaigns": [
-                {"campaign_id": campaigns.campaign_ids[k], "channel": campaigns.channels[k],
+                {"campaign_id": campaigns.campaign_ids[k], "name": campaigns.names[k],
+                 "channel": campaigns.channels[k],
                  "start_date": day_to_date(campaigns.first_day[k]),
                  "end_date": day_to_date(campaigns.last_day[k]),
                  "conversion_lift": float(campaigns.lifts[k])}
@@ -986,9 +987,11 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
             "share": p.high_value_share,
             "early_window_days": p.early_window_days,
             "value_horizon_days": p.value_horizon_days,
-            "early_signals": {
-                "sessions_in_window": p.high_value_session_rate_multiplier,
-                "browsing_time_sec": p.high_value_browsing_multiplier,
+            "early_signals": ["sessions_in_early_window", "mean_browsing_time_sec",
+                              "purchase_rate", "first_basket_amount"],
+            "multipliers": {
+                "session_rate": p.high_value_session_rate_multiplier,
+                "browsing_time": p.high_value_browsing_multiplier,
                 "purchase_probability": p.high_value_purchase_multiplier,
                 "basket_extra_items": p.high_value_basket_items_multiplier,
             },
@@ -1014,13 +1017,17 @@ def generate_dataset(out_dir: Path, *, customers: int = 5000, days: int = 730, s
     """Writes the demo files and ground_truth.json into out_dir; returns the ground-truth dict.
 
     Sessions fall within [start, start + days), never before the customer's signup date.
-    `minimal` writes customers.csv and sessions.csv only (identical to a full run's).
-    `customers_per_chunk` bounds memory (rounded to whole random blocks) and never changes the
-    data. The returned dict holds the row count of every written file under "row_counts".
+    `minimal` writes customers.csv and sessions.csv only (identical to a full run's) and no
+    ground_truth.json. `customers_per_chunk` bounds memory (rounded to whole random blocks)
+    and never changes the data. The returned dict holds the row count of every written file
+    under "row_counts". ground_truth.json is written last: its presence marks a finished run.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     scenario = _build_scenario(seed, customers, start, days, shift_date, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A previous run's files would sit beside this run's and disagree with them.
+    for name in (*FILE_COLUMNS, "ground_truth.json"):
+        (out_dir / name).unlink(missing_ok=True)
     blocks_per_chunk = max(1, customers_per_chunk // RANDOM_BLOCK_CUSTOMERS)
     streamed = [name for name in ("customers.csv", "sessions.csv", "events.csv",
                                   "customer_truth.csv") if not minimal or name in MINIMAL_FILES]

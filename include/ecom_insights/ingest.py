@@ -78,7 +78,7 @@ class FileResult:
 def discover_files(data_dir: Path) -> list[tuple[Source, Path]]:
     """Contract files in `data_dir`, parents first: `<source>[_*].csv[.gz]`, sorted by name."""
     if not data_dir.is_dir():
-        raise NoInputFiles(f"landing directory {data_dir} does not exist")
+        raise FileNotFoundError(f"landing directory {data_dir} does not exist")
     found: list[tuple[Source, Path]] = []
     for source in SOURCES:
         pattern = re.compile(rf"^{source.name}(_[^/]*)?\.csv(\.gz)?$")

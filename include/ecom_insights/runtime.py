@@ -51,6 +51,7 @@ def apply_environment(settings: Settings, database_url: str) -> dict[str, str]:
     variables = airflow_environment(settings, database_url)
     os.environ.update(variables)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    settings.landing_dir.mkdir(parents=True, exist_ok=True)
     return variables
 
 

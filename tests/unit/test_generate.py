@@ -188,6 +188,9 @@ def test_minimal_writes_only_customers_and_sessions_identical_to_a_full_run(tmp_
     for name in ("customers.csv", "sessions.csv"):
         assert ((tmp_path / "full" / name).read_bytes()
                 == (tmp_path / "minimal" / name).read_bytes())
+    generate_dataset(tmp_path / "full", minimal=True, **kwargs)
+    assert not (tmp_path / "full" / "events.csv").exists()  # no stale files from the full run
+    assert not (tmp_path / "full" / "ground_truth.json").exists()
 
 
 @pytest.mark.parametrize("arguments", [
