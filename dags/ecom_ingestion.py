@@ -14,7 +14,11 @@ and publishes nothing. Then:
    audit staging inside PostgreSQL and build the data docs; a failure stops the merge.
 4. **merge_into_core**: upserts staging into `core.<source>` and publishes the core Assets,
    which schedule the downstream DAGs.
-5. **report**: fails the run, after the good data is merged, if any file was rejected.
+5. **report**: fails the run, after the good data is merged, if any file was rejected or core
+   still has no customers or no sessions.
+
+Files stay in the landing directory; a file whose content was loaded before is skipped
+unless the run's `reprocess` parameter is set.
 
 Re-running with the same files changes nothing.
 """
@@ -48,7 +52,13 @@ DEFAULT_ARGS = {
             None,
             type=["null", "string"],
             description="Directory holding the files; empty: ECOM_LANDING_DIR.",
-        )
+        ),
+        "reprocess": Param(
+            False,
+            type="boolean",
+            description="Also process files loaded before (after a rule change, or to load "
+            "rows quarantined as orphans whose parents have arrived since).",
+        ),
     },
     tags=["ecom", "ingestion"],
     doc_md=__doc__,
@@ -64,12 +74,13 @@ def ecom_ingestion():
         from ecom_insights.warehouse import connect
 
         context = get_current_context()
-        data_dir = Path(context["params"]["data_dir"] or load_settings().landing_dir)
+        params = context["params"]
+        data_dir = Path(params["data_dir"] or load_settings().landing_dir)
         try:
             with connect(warehouse_url()) as conn:
-                files = ingest.land_files(conn, data_dir)
+                files = ingest.land_files(conn, data_dir, reprocess=params["reprocess"])
         except ingest.NoInputFiles as error:
-            # a day without files: the run skips and publishes no Asset event
+            # a day without (new) files: the run skips and publishes no Asset event
             raise AirflowSkipException(str(error)) from error
         except FileNotFoundError as error:
             raise AirflowFailException(str(error)) from error
@@ -130,9 +141,12 @@ def ecom_ingestion():
 
     @task
     def report(files: list[dict], merged: dict) -> None:
-        from ecom_insights.ingest import rejection_report
+        from ecom_insights import ingest
+        from ecom_insights.orchestration import warehouse_url
+        from ecom_insights.warehouse import connect
 
-        message = rejection_report(files)
+        with connect(warehouse_url()) as conn:
+            message = ingest.rejection_report(files, ingest.empty_required_sources(conn))
         if message:
             raise AirflowFailException(message)
 

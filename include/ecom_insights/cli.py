@@ -1,9 +1,9 @@
 """`ecom`: the command line beside the Airflow UI.
 
-    ecom generate --out DIR [--customers N] [--days D] [--seed S] [--start DATE] [--shift-date DATE]
-    ecom run [--data DIR] [--as-of DATE]      run the pipeline's DAGs once and print a summary
-    ecom db-url                               print the warehouse URL (starts the embedded one)
-    ecom airflow ARGS...                      the airflow CLI on this project's home
+ecom generate --out DIR [--customers N] [--days D] [--seed S] [--start DATE] [--shift-date DATE]
+ecom run [--data DIR] [--as-of DATE]      run the pipeline's DAGs once and print a summary
+ecom db-url                               print the warehouse URL (starts the embedded one)
+ecom airflow ARGS...                      the airflow CLI on this project's home
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def _airflow(args) -> int:
     runtime.apply_environment(settings, database_url(settings))
     runtime.migrate_metadata_db(settings)
     executable = runtime.airflow_executable()
+    # `airflow standalone` starts its components as `airflow ...` found on PATH
+    os.environ["PATH"] = f"{Path(executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.execv(executable, [executable, *args.airflow_args])
 
 
@@ -135,7 +137,9 @@ def _run(args) -> int:
     for dag_id in runtime.PIPELINE_DAGS:
         print(f"ecom: running {dag_id} ...", flush=True)
         with runtime.output_to(log_path):
-            outcome = runtime.run_dag(dag_id, as_of, conf={"data_dir": str(data_dir)})
+            outcome = runtime.run_dag(
+                dag_id, as_of, conf={"data_dir": str(data_dir), "reprocess": True}
+            )
         outcomes.append(outcome)
         if outcome.state != "success":
             print(pipeline_summary(url, as_of, outcomes, settings))

@@ -51,26 +51,54 @@ DEFAULT_START = date(2023, 1, 1)
 
 FILE_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers.csv": (
-        "customer_id", "age", "gender", "location", "signup_date", "acquisition_channel",
+        "customer_id",
+        "age",
+        "gender",
+        "location",
+        "signup_date",
+        "acquisition_channel",
     ),
     "sessions.csv": (
-        "session_id", "customer_id", "session_date", "product_viewed", "browsing_time_sec",
-        "purchase_made", "purchase_amount", "pages_viewed", "added_to_cart", "discount_amount",
-        "device", "campaign_id",
+        "session_id",
+        "customer_id",
+        "session_date",
+        "product_viewed",
+        "browsing_time_sec",
+        "purchase_made",
+        "purchase_amount",
+        "pages_viewed",
+        "added_to_cart",
+        "discount_amount",
+        "device",
+        "campaign_id",
     ),
     "products.csv": ("product_id", "product_name", "category", "price"),
     "events.csv": (
-        "event_id", "session_id", "customer_id", "event_time", "event_type", "product_id", "price",
+        "event_id",
+        "session_id",
+        "customer_id",
+        "event_time",
+        "event_type",
+        "product_id",
+        "price",
     ),
     "campaigns.csv": ("campaign_id", "name", "channel", "start_date", "end_date"),
     "customer_truth.csv": (
-        "customer_id", "high_value", "session_rate_per_day", "dropout_probability_per_period",
-        "median_browsing_time_sec", "discount_propensity", "purchase_propensity",
-        "favourite_category", "dropped_out_on",
+        "customer_id",
+        "high_value",
+        "session_rate_per_day",
+        "dropout_probability_per_period",
+        "median_browsing_time_sec",
+        "discount_propensity",
+        "purchase_propensity",
+        "favourite_category",
+        "dropped_out_on",
     ),
 }
 MINIMAL_FILES = ("customers.csv", "sessions.csv")
 
+# Word lists read best in rows; the formatter would put one word per line.
+# fmt: off
 DEVICES = ("mobile", "desktop", "tablet")
 EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
 WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -103,6 +131,7 @@ PRODUCT_NOUNS = {
     "Jewelry": ("Necklace", "Bracelet", "Ring", "Earrings", "Watch", "Pendant", "Brooch",
                 "Anklet"),
 }
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -114,6 +143,8 @@ class GeneratorParams:
     where it is a planted effect, the matching key of ground_truth.json.
     """
 
+    # Tables of values read best in rows; the formatter would put one value per line.
+    # fmt: off
     # --- signups
     signup_early_boost: float = 2.0  # extra signup intensity on day 0, x the later level
     signup_early_decay_days: float = 120.0  # e-folding time of that early boost, days
@@ -153,7 +184,7 @@ class GeneratorParams:
     churn_coefficient_session_frequency: float = -0.6
     churn_coefficient_discount_use: float = 0.6
 
-    # --- time of day: a population profile plus each customer's habitual hour
+    # --- time of day: a population profile (hours 0..23) plus each customer's habitual hour
     hour_weights: tuple[float, ...] = (
         0.3, 0.2, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.9, 1.0, 1.0, 1.1,
         1.3, 1.2, 1.0, 1.0, 1.1, 1.3, 1.6, 1.9, 2.0, 1.8, 1.2, 0.6,
@@ -248,6 +279,7 @@ class GeneratorParams:
     shift_month_multipliers: tuple[float, ...] = (  # Jan..Dec: the peak moves to July
         0.95, 0.90, 0.95, 1.00, 1.05, 1.20, 1.40, 1.15, 0.95, 0.90, 0.80, 0.75,
     )
+    # fmt: on
 
 
 DEFAULT_PARAMS = GeneratorParams()
@@ -355,14 +387,20 @@ def _build_catalogue(rng: np.random.Generator, params: GeneratorParams) -> _Cata
     medians = np.asarray(params.category_median_prices)[product_category]
     raw_price = medians * np.exp(params.product_price_log_sd * rng.standard_normal(len(medians)))
     price_cents = np.maximum(np.rint(raw_price), 2).astype(np.int64) * 100 - 1  # x.99 prices
-    popularity = np.concatenate([
-        rng.permutation(1.0 / np.arange(1, per_category + 1) ** params.product_popularity_exponent)
-        for _ in range(n_categories)
-    ])
-    within_cdf = np.concatenate([
-        category + _normalised_cdf(popularity[product_category == category])
-        for category in range(n_categories)
-    ])
+    popularity = np.concatenate(
+        [
+            rng.permutation(
+                1.0 / np.arange(1, per_category + 1) ** params.product_popularity_exponent
+            )
+            for _ in range(n_categories)
+        ]
+    )
+    within_cdf = np.concatenate(
+        [
+            category + _normalised_cdf(popularity[product_category == category])
+            for category in range(n_categories)
+        ]
+    )
     names = []
     for category_name in params.categories:
         nouns = PRODUCT_NOUNS.get(category_name, ("Item",))
@@ -371,17 +409,21 @@ def _build_catalogue(rng: np.random.Generator, params: GeneratorParams) -> _Cata
         names += [f"{combos[k][0]} {combos[k][1]} {n + 1:02d}" for n, k in enumerate(picks)]
     width = max(4, len(str(len(product_category))))
     leak = params.categories.index(params.leak_category)
-    purchase_multiplier = np.where(np.arange(n_categories) == leak,
-                                   params.leak_purchase_multiplier, 1.0)
+    purchase_multiplier = np.where(
+        np.arange(n_categories) == leak, params.leak_purchase_multiplier, 1.0
+    )
     # Cross-sell: the most popular product of one category leads to a mid-popularity product of
     # another, neither in the leak category, so the pair has support and a low baseline.
     antecedent_category, consequent_category = rng.choice(
-        [c for c in range(n_categories) if c != leak], size=2, replace=False)
+        [c for c in range(n_categories) if c != leak], size=2, replace=False
+    )
     first = np.arange(n_categories) * per_category
     antecedent = first[antecedent_category] + int(
-        np.argmax(popularity[product_category == antecedent_category]))
+        np.argmax(popularity[product_category == antecedent_category])
+    )
     consequent = first[consequent_category] + int(
-        np.argsort(popularity[product_category == consequent_category])[per_category // 2])
+        np.argsort(popularity[product_category == consequent_category])[per_category // 2]
+    )
     return _Catalogue(
         product_ids=tuple(f"P{k + 1:0{width}d}" for k in range(len(product_category))),
         product_names=tuple(names),
@@ -396,8 +438,9 @@ def _build_catalogue(rng: np.random.Generator, params: GeneratorParams) -> _Cata
     )
 
 
-def _plan_campaigns(rng: np.random.Generator, start: date, days: int,
-                    params: GeneratorParams) -> _Campaigns:
+def _plan_campaigns(
+    rng: np.random.Generator, start: date, days: int, params: GeneratorParams
+) -> _Campaigns:
     """Non-overlapping campaign windows, one per equal slot of the calendar, rotating channels."""
     count = min(params.campaign_count, days // (params.campaign_max_days + 7))
     slot = days // max(count, 1)
@@ -405,8 +448,9 @@ def _plan_campaigns(rng: np.random.Generator, start: date, days: int,
     first_day = np.arange(count) * slot + rng.integers(0, slot - durations + 1)
     last_day = first_day + durations - 1
     channel_order = rng.permutation(len(params.campaign_channels))
-    channels = tuple(params.campaign_channels[channel_order[k % len(channel_order)]]
-                     for k in range(count))
+    channels = tuple(
+        params.campaign_channels[channel_order[k % len(channel_order)]] for k in range(count)
+    )
     names = []
     for k in range(count):
         opens = start + timedelta(days=int(first_day[k]))
@@ -421,8 +465,14 @@ def _plan_campaigns(rng: np.random.Generator, start: date, days: int,
     )
 
 
-def _build_scenario(seed: int, customers: int, start: date, days: int, shift_date: date | None,
-                    params: GeneratorParams) -> _Scenario:
+def _build_scenario(
+    seed: int,
+    customers: int,
+    start: date,
+    days: int,
+    shift_date: date | None,
+    params: GeneratorParams,
+) -> _Scenario:
     """Validates the arguments and lays out the calendar, catalogue and campaigns."""
     if customers < 1:
         raise ValueError(f"customers must be at least 1, got {customers}")
@@ -436,26 +486,32 @@ def _build_scenario(seed: int, customers: int, start: date, days: int, shift_dat
     if shift_date is not None:
         shift_day = (shift_date - start).days
         if not 0 < shift_day < days:
-            raise ValueError(f"shift_date {shift_date} must fall strictly inside the window "
-                             f"{start} .. {start + timedelta(days=days - 1)}")
+            raise ValueError(
+                f"shift_date {shift_date} must fall strictly inside the window "
+                f"{start} .. {start + timedelta(days=days - 1)}"
+            )
     day_index = np.arange(days)
     calendar = np.datetime64(start, "D") + day_index
     weekday = (calendar.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     month = calendar.astype("datetime64[M]").astype(np.int64) % 12  # January is 0
-    monthly = np.where(day_index < shift_day,
-                       np.asarray(params.month_multipliers)[month],
-                       np.asarray(params.shift_month_multipliers)[month])
+    monthly = np.where(
+        day_index < shift_day,
+        np.asarray(params.month_multipliers)[month],
+        np.asarray(params.shift_month_multipliers)[month],
+    )
     day_demand = np.asarray(params.weekday_multipliers)[weekday] * monthly
     early_boost = 1 + params.signup_early_boost * np.exp(
-        -day_index / params.signup_early_decay_days)
+        -day_index / params.signup_early_decay_days
+    )
 
-    catalogue_rng, campaign_rng = (np.random.default_rng(s) for s in
-                                   np.random.SeedSequence(seed, spawn_key=(0,)).spawn(2))
+    catalogue_rng, campaign_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed, spawn_key=(0,)).spawn(2)
+    )
     catalogue = _build_catalogue(catalogue_rng, params)
     campaigns = _plan_campaigns(campaign_rng, start, days, params)
     campaign_by_day = np.full(days, -1)
     for k in range(len(campaigns.campaign_ids)):
-        campaign_by_day[campaigns.first_day[k]:campaigns.last_day[k] + 1] = k
+        campaign_by_day[campaigns.first_day[k] : campaigns.last_day[k] + 1] = k
     customer_digits = len(str(customers))
     view_weights = np.asarray(params.category_view_weights)
     shift_view_weights = np.asarray(params.shift_category_view_weights)
@@ -472,9 +528,11 @@ def _build_scenario(seed: int, customers: int, start: date, days: int, shift_dat
         view_category_cdf=_normalised_cdf(view_weights),
         shift_view_category_cdf=_normalised_cdf(shift_view_weights),
         purchase_category_cdf=_normalised_cdf(
-            view_weights * catalogue.category_purchase_multiplier),
+            view_weights * catalogue.category_purchase_multiplier
+        ),
         shift_purchase_category_cdf=_normalised_cdf(
-            shift_view_weights * catalogue.category_purchase_multiplier),
+            shift_view_weights * catalogue.category_purchase_multiplier
+        ),
         catalogue=catalogue,
         campaigns=campaigns,
         customer_id_width=max(7, customer_digits),
@@ -485,17 +543,27 @@ def _build_scenario(seed: int, customers: int, start: date, days: int, shift_dat
     )
 
 
-def _sample_products_within(catalogue: _Catalogue, category: np.ndarray,
-                            uniforms: np.ndarray) -> np.ndarray:
+def _sample_products_within(
+    catalogue: _Catalogue, category: np.ndarray, uniforms: np.ndarray
+) -> np.ndarray:
     """A product of each given category, by popularity within the category."""
     product = np.searchsorted(catalogue.within_category_cdf, category + uniforms, side="right")
-    return np.clip(product, catalogue.category_first_product[category],
-                   catalogue.category_last_product[category])
+    return np.clip(
+        product,
+        catalogue.category_first_product[category],
+        catalogue.category_last_product[category],
+    )
 
 
-def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, n_customers: int,
-                    first_session: int, first_event: int,
-                    include_events: bool) -> dict[str, dict[str, np.ndarray]]:
+def _simulate_block(
+    scenario: _Scenario,
+    block_index: int,
+    first_customer: int,
+    n_customers: int,
+    first_session: int,
+    first_event: int,
+    include_events: bool,
+) -> dict[str, dict[str, np.ndarray]]:
     """Simulates one block of customers with the block's own random stream.
 
     Returns raw columns per file (numbers, codes and day or second counts, not yet strings), with
@@ -506,25 +574,32 @@ def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, 
     p = scenario.params
     catalogue = scenario.catalogue
     days = scenario.days
-    rng, event_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(
-        scenario.seed, spawn_key=(1, block_index)).spawn(2))
+    rng, event_rng = (
+        np.random.default_rng(s)
+        for s in np.random.SeedSequence(scenario.seed, spawn_key=(1, block_index)).spawn(2)
+    )
     n = n_customers
 
     # ---- customers: signup, latent traits, profile
-    signup_day = np.minimum(np.searchsorted(scenario.signup_cdf, rng.random(n), side="right"),
-                            days - 1)
+    signup_day = np.minimum(
+        np.searchsorted(scenario.signup_cdf, rng.random(n), side="right"), days - 1
+    )
     high_value = rng.random(n) < p.high_value_share
-    session_rate = (rng.gamma(p.session_rate_shape, 1 / p.session_rate_rate, n)
-                    * np.where(high_value, p.high_value_session_rate_multiplier, 1.0))
-    log_median_browsing = (np.log(p.browsing_median_sec)
-                           + p.browsing_customer_log_sd * rng.standard_normal(n)
-                           + high_value * np.log(p.high_value_browsing_multiplier))
+    session_rate = rng.gamma(p.session_rate_shape, 1 / p.session_rate_rate, n) * np.where(
+        high_value, p.high_value_session_rate_multiplier, 1.0
+    )
+    log_median_browsing = (
+        np.log(p.browsing_median_sec)
+        + p.browsing_customer_log_sd * rng.standard_normal(n)
+        + high_value * np.log(p.high_value_browsing_multiplier)
+    )
     discount_propensity = rng.beta(p.discount_use_beta_a, p.discount_use_beta_b, n)
-    purchase_propensity = (_sigmoid(_logit(p.purchase_probability)
-                                    + p.purchase_customer_logit_sd * rng.standard_normal(n))
-                           * np.where(high_value, p.high_value_purchase_multiplier, 1.0))
+    purchase_propensity = _sigmoid(
+        _logit(p.purchase_probability) + p.purchase_customer_logit_sd * rng.standard_normal(n)
+    ) * np.where(high_value, p.high_value_purchase_multiplier, 1.0)
     extra_items_mean = p.extra_basket_items_mean * np.where(
-        high_value, p.high_value_basket_items_multiplier, 1.0)
+        high_value, p.high_value_basket_items_multiplier, 1.0
+    )
 
     # Churn drivers, each standardised with its population moments (not the block's, which
     # would make a customer's fate depend on its neighbours).
@@ -532,9 +607,11 @@ def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, 
     discount_mean, discount_sd = _beta_moments(p.discount_use_beta_a, p.discount_use_beta_b)
     driver_shift = (
         p.churn_coefficient_browsing_time
-        * (log_median_browsing - np.log(p.browsing_median_sec)) / p.browsing_customer_log_sd
+        * (log_median_browsing - np.log(p.browsing_median_sec))
+        / p.browsing_customer_log_sd
         + p.churn_coefficient_session_frequency
-        * (np.log(session_rate) - log_rate_mean) / log_rate_sd
+        * (np.log(session_rate) - log_rate_mean)
+        / log_rate_sd
         + p.churn_coefficient_discount_use * (discount_propensity - discount_mean) / discount_sd
     )
     base_dropout = np.clip(rng.beta(p.dropout_beta_a, p.dropout_beta_b, n), 1e-9, 1 - 1e-9)
@@ -547,8 +624,9 @@ def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, 
     habitual_hour = _sample_index(hour_cdf, rng.random(n))
     favourite_category = _sample_index(scenario.view_category_cdf, rng.random(n))
     incomplete_profile = rng.random(n) < p.incomplete_profile_share
-    age = np.clip(np.rint(rng.normal(p.age_mean_years, p.age_sd_years, n)),
-                  p.age_min_years, p.age_max_years).astype(np.int64)
+    age = np.clip(
+        np.rint(rng.normal(p.age_mean_years, p.age_sd_years, n)), p.age_min_years, p.age_max_years
+    ).astype(np.int64)
     gender = _sample_index(_normalised_cdf(p.gender_weights), rng.random(n))
     location = _sample_index(_normalised_cdf(p.location_weights), rng.random(n))
     channel = _sample_index(_normalised_cdf(p.acquisition_channel_weights), rng.random(n))
@@ -564,63 +642,90 @@ def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, 
     total = len(owner)
     is_first = _within_group_index(sessions_per_customer) == 0
     demand_time = cumulative[repeat_from][owner] + rng.random(total) * exposure[owner]
-    repeat_day = np.clip(np.searchsorted(cumulative, demand_time, side="right") - 1,
-                         repeat_from[owner], alive_until[owner] - 1)
+    repeat_day = np.clip(
+        np.searchsorted(cumulative, demand_time, side="right") - 1,
+        repeat_from[owner],
+        alive_until[owner] - 1,
+    )
     day = np.where(is_first, signup_day[owner], repeat_day)
-    habit_hour = (habitual_hour[owner]
-                  + np.rint(rng.normal(0, p.hour_habit_sd_hours, total)).astype(np.int64)) % 24
-    hour = np.where(rng.random(total) < p.hour_habit_share, habit_hour,
-                    _sample_index(hour_cdf, rng.random(total)))
-    started_at = ((scenario.epoch_day_of_start + day) * 86_400 + hour * 3_600
-                  + rng.integers(0, 3_600, total))
+    habit_hour = (
+        habitual_hour[owner] + np.rint(rng.normal(0, p.hour_habit_sd_hours, total)).astype(np.int64)
+    ) % 24
+    hour = np.where(
+        rng.random(total) < p.hour_habit_share,
+        habit_hour,
+        _sample_index(hour_cdf, rng.random(total)),
+    )
+    started_at = (
+        (scenario.epoch_day_of_start + day) * 86_400 + hour * 3_600 + rng.integers(0, 3_600, total)
+    )
     chronological = np.lexsort((started_at, owner))
     owner, day, started_at = owner[chronological], day[chronological], started_at[chronological]
 
     after_shift = day >= scenario.shift_day
     window_campaign = scenario.campaign_by_day[day]
-    campaign = np.where((window_campaign >= 0)
-                        & (rng.random(total) < p.campaign_session_share), window_campaign, -1)
+    campaign = np.where(
+        (window_campaign >= 0) & (rng.random(total) < p.campaign_session_share), window_campaign, -1
+    )
     category_draw = rng.random(total)
     population_category = np.where(
-        after_shift, _sample_index(scenario.shift_view_category_cdf, category_draw),
-        _sample_index(scenario.view_category_cdf, category_draw))
-    category = np.where(rng.random(total) < p.favourite_category_share,
-                        favourite_category[owner], population_category)
+        after_shift,
+        _sample_index(scenario.shift_view_category_cdf, category_draw),
+        _sample_index(scenario.view_category_cdf, category_draw),
+    )
+    category = np.where(
+        rng.random(total) < p.favourite_category_share,
+        favourite_category[owner],
+        population_category,
+    )
     product_viewed = _sample_products_within(catalogue, category, rng.random(total))
-    browsing = (np.exp(log_median_browsing[owner]
-                       + p.browsing_session_log_sd * rng.standard_normal(total))
-                * np.where(after_shift, p.shift_browsing_multiplier, 1.0))
-    browsing_time_sec = np.clip(np.rint(browsing), p.browsing_min_sec,
-                                p.browsing_max_sec).astype(np.int64)
+    browsing = np.exp(
+        log_median_browsing[owner] + p.browsing_session_log_sd * rng.standard_normal(total)
+    ) * np.where(after_shift, p.shift_browsing_multiplier, 1.0)
+    browsing_time_sec = np.clip(np.rint(browsing), p.browsing_min_sec, p.browsing_max_sec).astype(
+        np.int64
+    )
     session_mobile_share = np.minimum(
-        mobile_share[owner] + after_shift * p.shift_mobile_share_increase, p.max_mobile_share)
+        mobile_share[owner] + after_shift * p.shift_mobile_share_increase, p.max_mobile_share
+    )
     device_draw = rng.random(total)
-    device = np.where(device_draw < session_mobile_share, 0, np.where(
-        device_draw < session_mobile_share
-        + (1 - session_mobile_share) * p.tablet_share_of_non_mobile, 2, 1))
+    device = np.where(
+        device_draw < session_mobile_share,
+        0,
+        np.where(
+            device_draw
+            < session_mobile_share + (1 - session_mobile_share) * p.tablet_share_of_non_mobile,
+            2,
+            1,
+        ),
+    )
 
     # The lift table has a trailing 0 so that campaign == -1 (none) indexes "no lift".
     campaign_lift = np.append(scenario.campaigns.lifts, 0.0)[campaign]
     purchase_probability = np.minimum(
-        purchase_propensity[owner] * catalogue.category_purchase_multiplier[category]
-        * (1 + campaign_lift) * np.where(after_shift, p.shift_purchase_multiplier, 1.0),
-        p.max_purchase_probability)
+        purchase_propensity[owner]
+        * catalogue.category_purchase_multiplier[category]
+        * (1 + campaign_lift)
+        * np.where(after_shift, p.shift_purchase_multiplier, 1.0),
+        p.max_purchase_probability,
+    )
     purchase_made = rng.random(total) < purchase_probability
     added_to_cart = purchase_made | (rng.random(total) < p.abandoned_cart_probability)
 
     # ---- baskets: the viewed product, extra products by purchase popularity, and the
     # cross-sell consequent when the antecedent is in the basket; each product once.
     buying = np.flatnonzero(purchase_made)
-    extra_count = np.minimum(rng.poisson(extra_items_mean[owner[buying]]),
-                             p.max_extra_basket_items)
+    extra_count = np.minimum(rng.poisson(extra_items_mean[owner[buying]]), p.max_extra_basket_items)
     extra_session = np.repeat(buying, extra_count)
     extra_category_draw = rng.random(len(extra_session))
     extra_category = np.where(
         after_shift[extra_session],
         _sample_index(scenario.shift_purchase_category_cdf, extra_category_draw),
-        _sample_index(scenario.purchase_category_cdf, extra_category_draw))
-    extra_product = _sample_products_within(catalogue, extra_category,
-                                            rng.random(len(extra_session)))
+        _sample_index(scenario.purchase_category_cdf, extra_category_draw),
+    )
+    extra_product = _sample_products_within(
+        catalogue, extra_category, rng.random(len(extra_session))
+    )
     item_session = np.concatenate([buying, extra_session])
     item_product = np.concatenate([product_viewed[buying], extra_product])
     holds_antecedent = np.zeros(total, dtype=bool)
@@ -628,24 +733,32 @@ def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, 
     cross_sold = np.flatnonzero(holds_antecedent & (rng.random(total) < p.cross_sell_probability))
     item_session = np.concatenate([item_session, cross_sold])
     item_product = np.concatenate(
-        [item_product, np.full(len(cross_sold), catalogue.cross_sell_consequent)])
-    item_rank = np.concatenate([np.zeros(len(buying), dtype=np.int64),
-                                np.ones(len(extra_session), dtype=np.int64),
-                                np.full(len(cross_sold), 2)])
+        [item_product, np.full(len(cross_sold), catalogue.cross_sell_consequent)]
+    )
+    item_rank = np.concatenate(
+        [
+            np.zeros(len(buying), dtype=np.int64),
+            np.ones(len(extra_session), dtype=np.int64),
+            np.full(len(cross_sold), 2),
+        ]
+    )
     by_product = np.lexsort((item_rank, item_product, item_session))
     repeated = np.zeros(len(by_product), dtype=bool)
-    repeated[1:] = ((item_session[by_product][1:] == item_session[by_product][:-1])
-                    & (item_product[by_product][1:] == item_product[by_product][:-1]))
+    repeated[1:] = (item_session[by_product][1:] == item_session[by_product][:-1]) & (
+        item_product[by_product][1:] == item_product[by_product][:-1]
+    )
     kept = by_product[~repeated]
     kept = kept[np.lexsort((kept, item_rank[kept], item_session[kept]))]
     item_session, item_product = item_session[kept], item_product[kept]
     basket_size = np.bincount(item_session, minlength=total)
-    gross_cents = np.bincount(item_session, weights=catalogue.price_cents[item_product],
-                              minlength=total).astype(np.int64)
+    gross_cents = np.bincount(
+        item_session, weights=catalogue.price_cents[item_product], minlength=total
+    ).astype(np.int64)
     uses_discount = purchase_made & (rng.random(total) < discount_propensity[owner])
     discount_rate = np.asarray(p.discount_rates)[rng.integers(0, len(p.discount_rates), total)]
     discount_cents = np.where(uses_discount, np.rint(gross_cents * discount_rate), 0).astype(
-        np.int64)
+        np.int64
+    )
     purchase_cents = gross_cents - discount_cents
     browse_views = rng.poisson(p.browse_views_per_minute * browsing_time_sec / 60)
     product_views = 1 + np.maximum(basket_size - 1, 0) + browse_views
@@ -656,20 +769,31 @@ def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, 
     dropped_out = dropout_day < days
     block = {
         "customers.csv": {
-            "customer_number": customer_number, "age": age, "gender": gender,
-            "location": location, "incomplete_profile": incomplete_profile,
-            "signup_day": signup_day, "acquisition_channel": channel,
+            "customer_number": customer_number,
+            "age": age,
+            "gender": gender,
+            "location": location,
+            "incomplete_profile": incomplete_profile,
+            "signup_day": signup_day,
+            "acquisition_channel": channel,
         },
         "sessions.csv": {
-            "session_number": session_number, "customer_number": first_customer + owner,
-            "started_at": started_at, "product_viewed": product_viewed,
-            "browsing_time_sec": browsing_time_sec, "purchase_made": purchase_made,
-            "purchase_cents": purchase_cents, "pages_viewed": pages_viewed,
-            "added_to_cart": added_to_cart, "discount_cents": discount_cents,
-            "device": device, "campaign": campaign,
+            "session_number": session_number,
+            "customer_number": first_customer + owner,
+            "started_at": started_at,
+            "product_viewed": product_viewed,
+            "browsing_time_sec": browsing_time_sec,
+            "purchase_made": purchase_made,
+            "purchase_cents": purchase_cents,
+            "pages_viewed": pages_viewed,
+            "added_to_cart": added_to_cart,
+            "discount_cents": discount_cents,
+            "device": device,
+            "campaign": campaign,
         },
         "customer_truth.csv": {
-            "customer_number": customer_number, "high_value": high_value,
+            "customer_number": customer_number,
+            "high_value": high_value,
             "session_rate_per_day": session_rate,
             "dropout_probability_per_period": period_dropout,
             "median_browsing_time_sec": np.exp(log_median_browsing),
@@ -681,21 +805,44 @@ def _simulate_block(scenario: _Scenario, block_index: int, first_customer: int, 
     }
     if include_events:
         block["events.csv"] = _simulate_events(
-            event_rng, catalogue, first_event, session_number, first_customer + owner,
-            started_at, browsing_time_sec, category, product_viewed, purchase_made,
-            added_to_cart, basket_size, browse_views, item_session, item_product,
-            p.cart_removal_probability)
+            event_rng,
+            catalogue,
+            first_event,
+            session_number,
+            first_customer + owner,
+            started_at,
+            browsing_time_sec,
+            category,
+            product_viewed,
+            purchase_made,
+            added_to_cart,
+            basket_size,
+            browse_views,
+            item_session,
+            item_product,
+            p.cart_removal_probability,
+        )
     return block
 
 
-def _simulate_events(rng: np.random.Generator, catalogue: _Catalogue, first_event: int,
-                     session_number: np.ndarray, customer_number: np.ndarray,
-                     started_at: np.ndarray, browsing_time_sec: np.ndarray,
-                     category: np.ndarray, product_viewed: np.ndarray,
-                     purchase_made: np.ndarray, added_to_cart: np.ndarray,
-                     basket_size: np.ndarray, browse_views: np.ndarray,
-                     item_session: np.ndarray, item_product: np.ndarray,
-                     cart_removal_probability: float) -> dict[str, np.ndarray]:
+def _simulate_events(
+    rng: np.random.Generator,
+    catalogue: _Catalogue,
+    first_event: int,
+    session_number: np.ndarray,
+    customer_number: np.ndarray,
+    started_at: np.ndarray,
+    browsing_time_sec: np.ndarray,
+    category: np.ndarray,
+    product_viewed: np.ndarray,
+    purchase_made: np.ndarray,
+    added_to_cart: np.ndarray,
+    basket_size: np.ndarray,
+    browse_views: np.ndarray,
+    item_session: np.ndarray,
+    item_product: np.ndarray,
+    cart_removal_probability: float,
+) -> dict[str, np.ndarray]:
     """The click stream behind the sessions, in this order within each session:
 
     view of product_viewed (at the session's start), views of the other basket products, views
@@ -722,13 +869,16 @@ def _simulate_events(rng: np.random.Generator, catalogue: _Catalogue, first_even
     event_product[session_start] = product_viewed
     item_index = _within_group_index(basket_size)  # basket products in order, viewed one first
     is_other = item_index > 0
-    event_product[session_start[item_session[is_other]] + item_index[is_other]] = (
-        item_product[is_other])
+    event_product[session_start[item_session[is_other]] + item_index[is_other]] = item_product[
+        is_other
+    ]
     browse_session = np.repeat(np.arange(total), browse_views)
     browse_position = (session_start + offset_browse)[browse_session] + _within_group_index(
-        browse_views)
+        browse_views
+    )
     event_product[browse_position] = _sample_products_within(
-        catalogue, category[browse_session], rng.random(len(browse_session)))
+        catalogue, category[browse_session], rng.random(len(browse_session))
+    )
     for offset, type_code in ((offset_cart, 1), (offset_purchase, 3)):
         positions = (session_start + offset)[item_session] + item_index
         event_type[positions] = type_code
@@ -787,7 +937,8 @@ def _chunk_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     first = int(numbers[0]) if len(numbers) else 0
     distinct = np.arange(first, int(numbers[-1]) + 1) if len(numbers) else numbers
     return pa.DictionaryArray.from_arrays(
-        pa.array((numbers - first).astype(np.int32)), _ids(prefix, distinct + 1, width))
+        pa.array((numbers - first).astype(np.int32)), _ids(prefix, distinct + 1, width)
+    )
 
 
 def _to_table(file_name: str, raw: dict[str, np.ndarray], scenario: _Scenario) -> pa.Table:
@@ -820,8 +971,9 @@ def _to_table(file_name: str, raw: dict[str, np.ndarray], scenario: _Scenario) -
             pa.array(raw["added_to_cart"]),
             _money(raw["discount_cents"]),
             _labels(raw["device"], DEVICES),
-            _labels(np.maximum(campaign, 0), scenario.campaigns.campaign_ids or ("",),
-                    campaign < 0),
+            _labels(
+                np.maximum(campaign, 0), scenario.campaigns.campaign_ids or ("",), campaign < 0
+            ),
         ]
     elif file_name == "events.csv":
         columns = [
@@ -854,19 +1006,25 @@ def _catalogue_tables(scenario: _Scenario) -> dict[str, pa.Table]:
     catalogue, campaigns = scenario.catalogue, scenario.campaigns
     start = scenario.epoch_day_of_start
     return {
-        "products.csv": pa.table([
-            pa.array(catalogue.product_ids),
-            pa.array(catalogue.product_names),
-            pa.array([scenario.params.categories[c] for c in catalogue.product_category]),
-            _money(catalogue.price_cents),
-        ], names=list(FILE_COLUMNS["products.csv"])),
-        "campaigns.csv": pa.table([
-            pa.array(campaigns.campaign_ids, type=pa.string()),
-            pa.array(campaigns.names, type=pa.string()),
-            pa.array(campaigns.channels, type=pa.string()),
-            _dates(start + campaigns.first_day),
-            _dates(start + campaigns.last_day),
-        ], names=list(FILE_COLUMNS["campaigns.csv"])),
+        "products.csv": pa.table(
+            [
+                pa.array(catalogue.product_ids),
+                pa.array(catalogue.product_names),
+                pa.array([scenario.params.categories[c] for c in catalogue.product_category]),
+                _money(catalogue.price_cents),
+            ],
+            names=list(FILE_COLUMNS["products.csv"]),
+        ),
+        "campaigns.csv": pa.table(
+            [
+                pa.array(campaigns.campaign_ids, type=pa.string()),
+                pa.array(campaigns.names, type=pa.string()),
+                pa.array(campaigns.channels, type=pa.string()),
+                _dates(start + campaigns.first_day),
+                _dates(start + campaigns.last_day),
+            ],
+            names=list(FILE_COLUMNS["campaigns.csv"]),
+        ),
     }
 
 
@@ -894,8 +1052,13 @@ class _CsvFile:
         self._sink.close()
 
 
-def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
-                  totals: dict[str, float], row_counts: dict[str, int]) -> dict:
+def _ground_truth(
+    scenario: _Scenario,
+    customers: int,
+    minimal: bool,
+    totals: dict[str, float],
+    row_counts: dict[str, int],
+) -> dict:
     """The planted effects, the arguments that produced them and a few realised figures."""
     p = scenario.params
     catalogue, campaigns = scenario.catalogue, scenario.campaigns
@@ -911,31 +1074,43 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
         return sorted(int(k) for k in np.argsort(multipliers)[-2:])
 
     def product(index: int) -> dict:
-        return {"product_id": catalogue.product_ids[index],
-                "product_name": catalogue.product_names[index],
-                "category": p.categories[catalogue.product_category[index]]}
+        return {
+            "product_id": catalogue.product_ids[index],
+            "product_name": catalogue.product_names[index],
+            "category": p.categories[catalogue.product_category[index]],
+        }
 
     shifted = scenario.shift_day < scenario.days
     return {
         "generator": {
-            "customers": customers, "days": scenario.days, "seed": scenario.seed,
-            "start": start.isoformat(), "last_day": day_to_date(scenario.days - 1),
+            "customers": customers,
+            "days": scenario.days,
+            "seed": scenario.seed,
+            "start": start.isoformat(),
+            "last_day": day_to_date(scenario.days - 1),
             "shift_date": day_to_date(scenario.shift_day) if shifted else None,
             "minimal": minimal,
             # Lists, not tuples, so that the dict equals its JSON file read back.
-            "params": {name: list(value) if isinstance(value, tuple) else value
-                       for name, value in asdict(p).items()},
+            "params": {
+                name: list(value) if isinstance(value, tuple) else value
+                for name, value in asdict(p).items()
+            },
         },
         "row_counts": row_counts,
         "buy_till_you_die": {
-            "session_rate_per_day_gamma": {"shape": p.session_rate_shape,
-                                           "rate": p.session_rate_rate},
-            "dropout_probability_beta": {"a": p.dropout_beta_a, "b": p.dropout_beta_b,
-                                         "per_days": p.dropout_period_days},
+            "session_rate_per_day_gamma": {
+                "shape": p.session_rate_shape,
+                "rate": p.session_rate_rate,
+            },
+            "dropout_probability_beta": {
+                "a": p.dropout_beta_a,
+                "b": p.dropout_beta_b,
+                "per_days": p.dropout_period_days,
+            },
             "description": "first session on the signup day; then sessions at the customer's "
-                           "rate times the day's seasonal multiplier until dropout; the base "
-                           "dropout probability is shifted on the logit scale by the churn "
-                           "drivers",
+            "rate times the day's seasonal multiplier until dropout; the base "
+            "dropout probability is shifted on the logit scale by the churn "
+            "drivers",
             "realised": {
                 "sessions_per_customer": round(totals["sessions"] / customers, 3),
                 "purchase_rate_per_session": round(totals["purchases"] / totals["sessions"], 4),
@@ -943,15 +1118,24 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
             },
         },
         "churn_drivers": [
-            {"driver": "browsing_time", "direction": "lower_increases_churn",
-             "coefficient": p.churn_coefficient_browsing_time,
-             "latent": "log median browsing time, standardised"},
-            {"driver": "session_frequency", "direction": "lower_increases_churn",
-             "coefficient": p.churn_coefficient_session_frequency,
-             "latent": "log session rate, standardised"},
-            {"driver": "discount_use", "direction": "higher_increases_churn",
-             "coefficient": p.churn_coefficient_discount_use,
-             "latent": "share of purchases with a discount, standardised"},
+            {
+                "driver": "browsing_time",
+                "direction": "lower_increases_churn",
+                "coefficient": p.churn_coefficient_browsing_time,
+                "latent": "log median browsing time, standardised",
+            },
+            {
+                "driver": "session_frequency",
+                "direction": "lower_increases_churn",
+                "coefficient": p.churn_coefficient_session_frequency,
+                "latent": "log session rate, standardised",
+            },
+            {
+                "driver": "discount_use",
+                "direction": "higher_increases_churn",
+                "coefficient": p.churn_coefficient_discount_use,
+                "latent": "share of purchases with a discount, standardised",
+            },
         ],
         "seasonality": {
             "weekday_multipliers": dict(zip(WEEKDAY_NAMES, p.weekday_multipliers, strict=True)),
@@ -964,19 +1148,21 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
             "session_share_in_window": p.campaign_session_share,
             "lift_applies_to": "purchase probability of sessions carrying the campaign_id",
             "campaigns": [
-                {"campaign_id": campaigns.campaign_ids[k], "name": campaigns.names[k],
-                 "channel": campaigns.channels[k],
-                 "start_date": day_to_date(campaigns.first_day[k]),
-                 "end_date": day_to_date(campaigns.last_day[k]),
-                 "conversion_lift": float(campaigns.lifts[k])}
+                {
+                    "campaign_id": campaigns.campaign_ids[k],
+                    "name": campaigns.names[k],
+                    "channel": campaigns.channels[k],
+                    "start_date": day_to_date(campaigns.first_day[k]),
+                    "end_date": day_to_date(campaigns.last_day[k]),
+                    "conversion_lift": float(campaigns.lifts[k]),
+                }
                 for k in range(len(campaigns.campaign_ids))
             ],
         },
         "funnel_leak": {
             "category": p.leak_category,
             "purchase_multiplier": p.leak_purchase_multiplier,
-            "category_view_weights": dict(zip(p.categories, p.category_view_weights,
-                                              strict=True)),
+            "category_view_weights": dict(zip(p.categories, p.category_view_weights, strict=True)),
         },
         "cross_sell": {
             "antecedent": product(catalogue.cross_sell_antecedent),
@@ -987,8 +1173,12 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
             "share": p.high_value_share,
             "early_window_days": p.early_window_days,
             "value_horizon_days": p.value_horizon_days,
-            "early_signals": ["sessions_in_early_window", "mean_browsing_time_sec",
-                              "purchase_rate", "first_basket_amount"],
+            "early_signals": [
+                "sessions_in_early_window",
+                "mean_browsing_time_sec",
+                "purchase_rate",
+                "first_basket_amount",
+            ],
             "multipliers": {
                 "session_rate": p.high_value_session_rate_multiplier,
                 "browsing_time": p.high_value_browsing_multiplier,
@@ -997,23 +1187,34 @@ def _ground_truth(scenario: _Scenario, customers: int, minimal: bool,
             },
             "realised_customers": int(totals["high_value"]),
         },
-        "shift": None if not shifted else {
+        "shift": None
+        if not shifted
+        else {
             "date": day_to_date(scenario.shift_day),
             "browsing_time_multiplier": p.shift_browsing_multiplier,
             "mobile_share_increase": p.shift_mobile_share_increase,
             "purchase_probability_multiplier": p.shift_purchase_multiplier,
-            "category_view_weights": dict(zip(p.categories, p.shift_category_view_weights,
-                                              strict=True)),
+            "category_view_weights": dict(
+                zip(p.categories, p.shift_category_view_weights, strict=True)
+            ),
             "month_multipliers": dict(zip(MONTH_NAMES, p.shift_month_multipliers, strict=True)),
             "peak_month": peak(p.shift_month_multipliers),
         },
     }
 
 
-def generate_dataset(out_dir: Path, *, customers: int = 5000, days: int = 730, seed: int = 42,
-                     start: date = DEFAULT_START, shift_date: date | None = None,
-                     minimal: bool = False, params: GeneratorParams = DEFAULT_PARAMS,
-                     customers_per_chunk: int = 50_000) -> dict:
+def generate_dataset(
+    out_dir: Path,
+    *,
+    customers: int = 5000,
+    days: int = 730,
+    seed: int = 42,
+    start: date = DEFAULT_START,
+    shift_date: date | None = None,
+    minimal: bool = False,
+    params: GeneratorParams = DEFAULT_PARAMS,
+    customers_per_chunk: int = 50_000,
+) -> dict:
     """Writes the demo files and ground_truth.json into out_dir; returns the ground-truth dict.
 
     Sessions fall within [start, start + days), never before the customer's signup date.
@@ -1029,8 +1230,11 @@ def generate_dataset(out_dir: Path, *, customers: int = 5000, days: int = 730, s
     for name in (*FILE_COLUMNS, "ground_truth.json"):
         (out_dir / name).unlink(missing_ok=True)
     blocks_per_chunk = max(1, customers_per_chunk // RANDOM_BLOCK_CUSTOMERS)
-    streamed = [name for name in ("customers.csv", "sessions.csv", "events.csv",
-                                  "customer_truth.csv") if not minimal or name in MINIMAL_FILES]
+    streamed = [
+        name
+        for name in ("customers.csv", "sessions.csv", "events.csv", "customer_truth.csv")
+        if not minimal or name in MINIMAL_FILES
+    ]
     files = {name: _CsvFile(out_dir / name, FILE_COLUMNS[name]) for name in streamed}
     totals = {"sessions": 0, "purchases": 0, "dropped_out": 0, "high_value": 0}
     next_session = next_event = 0
@@ -1041,9 +1245,14 @@ def generate_dataset(out_dir: Path, *, customers: int = 5000, days: int = 730, s
             for block_index in range(chunk_start, min(chunk_start + blocks_per_chunk, n_blocks)):
                 first_customer = block_index * RANDOM_BLOCK_CUSTOMERS
                 block = _simulate_block(
-                    scenario, block_index, first_customer,
+                    scenario,
+                    block_index,
+                    first_customer,
                     min(RANDOM_BLOCK_CUSTOMERS, customers - first_customer),
-                    next_session, next_event, include_events=not minimal)
+                    next_session,
+                    next_event,
+                    include_events=not minimal,
+                )
                 sessions = block["sessions.csv"]
                 next_session += len(sessions["session_number"])
                 next_event += len(block.get("events.csv", {}).get("event_number", ()))
@@ -1055,8 +1264,10 @@ def generate_dataset(out_dir: Path, *, customers: int = 5000, days: int = 730, s
                 for name in files:
                     chunk[name].append(block[name])
             for name, csv_file in files.items():
-                raw = {column: np.concatenate([block[column] for block in chunk[name]])
-                       for column in chunk[name][0]}
+                raw = {
+                    column: np.concatenate([block[column] for block in chunk[name]])
+                    for column in chunk[name][0]
+                }
                 csv_file.write(_to_table(name, raw, scenario))
     finally:
         for csv_file in files.values():
@@ -1083,14 +1294,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START)
     parser.add_argument("--shift-date", type=date.fromisoformat, default=None)
-    parser.add_argument("--minimal", action="store_true",
-                        help="customers.csv and sessions.csv only")
+    parser.add_argument(
+        "--minimal", action="store_true", help="customers.csv and sessions.csv only"
+    )
     parser.add_argument("--customers-per-chunk", type=int, default=50_000)
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    truth = generate_dataset(args.out, customers=args.customers, days=args.days, seed=args.seed,
-                             start=args.start, shift_date=args.shift_date, minimal=args.minimal,
-                             customers_per_chunk=args.customers_per_chunk)
+    truth = generate_dataset(
+        args.out,
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        start=args.start,
+        shift_date=args.shift_date,
+        minimal=args.minimal,
+        customers_per_chunk=args.customers_per_chunk,
+    )
     elapsed = time.perf_counter() - began
     for name, rows in truth["row_counts"].items():
         print(f"{name:20s} {rows:>12,d} rows")

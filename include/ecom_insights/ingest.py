@@ -58,12 +58,16 @@ class NoInputFiles(Exception):
     """The landing directory holds no file that the data contract knows."""
 
 
+class NoNewFiles(NoInputFiles):
+    """Every file in the landing directory was loaded before."""
+
+
 @dataclass
 class FileResult:
     source: str
     path: str
     sha256: str
-    status: str  # landed | rejected
+    status: str  # landed | rejected | skipped
     rows_read: int = 0
     message: str | None = None
 
@@ -149,6 +153,12 @@ def ensure_schema(conn) -> None:
                     sql.Identifier("raw", source.name), sql.SQL(", ").join(columns)
                 )
             )
+            for column in source.columns:  # a column added to the contract later
+                cur.execute(
+                    sql.SQL("alter table {} add column if not exists {} text").format(
+                        sql.Identifier("raw", source.name), sql.Identifier(column.name)
+                    )
+                )
 
 
 def _validity_function(conn) -> str:
@@ -260,22 +270,36 @@ def _staging_columns(conn, source: Source) -> list[str]:
 # step 1: land
 
 
-def land_files(conn, data_dir: Path) -> list[FileResult]:
+def land_files(conn, data_dir: Path, *, reprocess: bool = False) -> list[FileResult]:
     """Check each contract file whole and COPY the good ones into raw.<source> as text.
 
-    Returns one FileResult per file; rejected files are also recorded in raw.load_log by
-    `record_load_log`. raw tables hold only this batch: they are emptied first.
+    A file whose exact content was loaded before is skipped unless `reprocess` (after a rule
+    change, or to rescue orphans whose parents arrived later): files stay in the landing
+    directory, and a daily run then reads only what is new. A file with the same content as
+    another of this batch is skipped too. Returns one FileResult per file; raises NoNewFiles
+    when every file was skipped. raw tables hold only this batch: they are emptied first.
     """
     ensure_schema(conn)
     files = discover_files(data_dir)
     is_valid = _validity_function(conn)
+    loaded = set() if reprocess else _loaded_files(conn)
     with conn.cursor() as cur:
         for source in SOURCES:
             cur.execute(sql.SQL("truncate {}").format(sql.Identifier("raw", source.name)))
-    results = []
+    results: list[FileResult] = []
+    seen: dict[tuple[str, str], str] = {}
     for source, path in files:
         sha = file_sha256(path)
         result = FileResult(source=source.name, path=str(path), sha256=sha, status="landed")
+        results.append(result)
+        if (sha, source.name) in loaded:
+            result.status, result.message = "skipped", "already loaded (same content)"
+            continue
+        if (sha, source.name) in seen:
+            result.status = "skipped"
+            result.message = f"same content as {seen[(sha, source.name)]} in this batch"
+            continue
+        seen[(sha, source.name)] = path.name
         with conn.cursor() as cur:
             cur.execute("savepoint land_file")
             try:
@@ -286,8 +310,15 @@ def land_files(conn, data_dir: Path) -> list[FileResult]:
                 cur.execute("rollback to savepoint land_file")
                 result.status, result.message = "rejected", str(rejection)
             cur.execute("release savepoint land_file")
-        results.append(result)
+    if all(r.status == "skipped" for r in results):
+        raise NoNewFiles(f"every file in {data_dir} was loaded before; nothing new to ingest")
     return results
+
+
+def _loaded_files(conn) -> set[tuple[str, str]]:
+    with conn.cursor() as cur:
+        cur.execute("select file_sha256, source from raw.load_log where status = 'loaded'")
+        return set(cur.fetchall())
 
 
 def _copy_file(cur, source: Source, path: Path, header: list[str], sha: str) -> int:
@@ -301,8 +332,7 @@ def _copy_file(cur, source: Source, path: Path, header: list[str], sha: str) -> 
     cur.execute("drop table if exists _landing")
     cur.execute(
         sql.SQL(
-            "create temp table _landing "
-            "(_row_number bigint generated always as identity, {})"
+            "create temp table _landing (_row_number bigint generated always as identity, {})"
         ).format(landing_columns)
     )
     copy = sql.SQL("copy _landing ({}) from stdin with (format csv, header true, encoding 'UTF8')")
@@ -417,12 +447,16 @@ def apply_row_rules(conn, logical_date: datetime) -> dict[str, dict[str, int]]:
             cur.execute(
                 sql.SQL(
                     "insert into raw.quarantine "
-                    "(source, file_path, file_sha256, row_number, reasons, record, logical_date) "
+                    "(source, file_name, file_sha256, row_number, reasons, record, logical_date) "
                     "select %s, r._file, r._file_sha256, r._row_number, r.reasons, "
-                    "jsonb_strip_nulls(jsonb_build_object({record})), %s "
-                    "from _checked r where cardinality(r.reasons) > 0"
+                    "jsonb_strip_nulls(jsonb_build_object({record})), "
+                    # a re-run keeps the date of the run that first loaded the file
+                    "coalesce(l.logical_date, %s) "
+                    "from _checked r left join raw.load_log l "
+                    "on l.file_sha256 = r._file_sha256 and l.source = %s "
+                    "where cardinality(r.reasons) > 0"
                 ).format(record=record),
-                (source.name, logical_date),
+                (source.name, logical_date, source.name),
             )
             counts[source.name] = {"loaded": loaded, "quarantined": cur.rowcount}
             cur.execute("drop table _checked")
@@ -522,8 +556,9 @@ def _checked_rows_sql(source: Source, is_valid: str) -> sql.Composed:
                    row_number() over keys as key_rank,
                    first_value(w._file || ' row ' || w._row_number) over keys as first_seen
             from with_reasons w
+            -- "C": file names sort byte by byte whatever the database's collation
             window keys as (partition by w.{key}, cardinality(w.row_reasons) = 0
-                            order by w._file, w._row_number)
+                            order by w._file collate "C", w._row_number)
         )
         select ranked.*,
                case when cardinality(row_reasons) = 0 and key_rank > 1
@@ -599,6 +634,8 @@ def record_load_log(
     """
     with conn.cursor() as cur:
         for result in files:
+            if result.status == "skipped":
+                continue
             loaded = quarantined = 0
             if result.status == "landed":
                 cur.execute(
@@ -646,7 +683,7 @@ def quarantine_summary(conn, file_sha256s: Iterable[str]) -> list[dict]:
         cur.execute(
             """
             select source, reason, count(*) as row_count, min(row_number) as first_row,
-                   min(file_path) as file_path
+                   min(file_name) as file_name
             from raw.quarantine, unnest(reasons) as reason
             where file_sha256 = any(%s)
             group by source, reason
@@ -658,14 +695,36 @@ def quarantine_summary(conn, file_sha256s: Iterable[str]) -> list[dict]:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def rejection_report(files: Iterable[dict]) -> str | None:
-    """A message naming every rejected file and why, or None when every file landed."""
+def rejection_report(files: Iterable[dict], empty_sources: Iterable[str] = ()) -> str | None:
+    """A message naming every rejected file and why, and every required source that core
+    still lacks; None when there is nothing to report."""
     rejected = [f for f in files if f["status"] == "rejected"]
-    if not rejected:
-        return None
-    lines = [f"{len(rejected)} file(s) rejected, nothing of them loaded:"]
-    lines += [f"- {f['path']}: {f['message']}" for f in rejected]
-    return "\n".join(lines)
+    empty = list(empty_sources)
+    lines = []
+    if rejected:
+        lines.append(f"{len(rejected)} file(s) rejected, nothing of them loaded:")
+        lines += [f"- {f['message']} ({f['path']})" for f in rejected]
+    if empty:
+        lines.append("core has no rows for a source the pipeline needs:")
+        lines += [f"- {name}: provide {name}.csv (see docs/data-contract.md)" for name in empty]
+    return "\n".join(lines) or None
+
+
+def empty_required_sources(conn) -> list[str]:
+    """Sources whose file is not optional (customers, sessions) and that core has no row of."""
+    empty = []
+    with conn.cursor() as cur:
+        for source in SOURCES:
+            if source.optional_file:
+                continue
+            cur.execute(
+                sql.SQL("select not exists (select 1 from {})").format(
+                    sql.Identifier("core", source.name)
+                )
+            )
+            if cur.fetchone()[0]:
+                empty.append(source.name)
+    return empty
 
 
 def latest_session_date(data_dir: Path):
@@ -683,9 +742,11 @@ def latest_session_date(data_dir: Path):
                 include_columns=["session_date"], column_types={"session_date": "string"}
             ),
         )
-        dates = pd.to_datetime(
-            table.column("session_date").to_pandas(), format="ISO8601", errors="coerce"
-        )
+        text = table.column("session_date").to_pandas()
+        dates = pd.to_datetime(text, format="ISO8601", errors="coerce")
+        other = dates.isna() & text.notna()
+        if other.any():  # formats other than ISO 8601, read month first as PostgreSQL does
+            dates[other] = pd.to_datetime(text[other], format="mixed", errors="coerce")
         if dates.notna().any():
             file_latest = dates.max().date()
             latest = file_latest if latest is None else max(latest, file_latest)

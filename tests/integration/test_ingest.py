@@ -255,9 +255,11 @@ def write_files(directory: Path, case: Case | None = None) -> Path:
     return directory
 
 
-def ingest_directory(url: str, directory: Path) -> list[ingest.FileResult]:
+def ingest_directory(
+    url: str, directory: Path, *, reprocess: bool = False
+) -> list[ingest.FileResult]:
     with connect(url) as conn:
-        files = ingest.land_files(conn, directory)
+        files = ingest.land_files(conn, directory, reprocess=reprocess)
         ingest.apply_row_rules(conn, LOGICAL_DATE)
         ingest.merge_into_core(conn)
         ingest.record_load_log(conn, files, run_id="test", logical_date=LOGICAL_DATE)
@@ -309,7 +311,7 @@ def test_a_bad_row_is_quarantined_and_every_good_row_loads(case, database_url, t
 
     source, reason = case.quarantined
     with connect(database_url) as conn, conn.cursor() as cur:
-        cur.execute("select source, file_path, row_number, reasons, record from raw.quarantine")
+        cur.execute("select source, file_name, row_number, reasons, record from raw.quarantine")
         rows = cur.fetchall()
     assert len(rows) == 1, rows
     q_source, q_file, q_row, q_reasons, record = rows[0]
@@ -350,13 +352,47 @@ def test_a_bad_file_is_rejected_whole_and_the_others_load(case, database_url, tm
 @pytest.mark.integration
 def test_rerunning_the_same_files_changes_nothing(database_url, tmp_path, fingerprints):
     case = Case(
-        "mixed", {"sessions": ["S9,C404,2024-02-06,P1,10,false,0", "S1,C2,2024-02-06,P1,1,false,0"]}
+        "mixed",
+        {"sessions": ["S9,C404,2024-02-06,P1,10,false,0", "S1,C2,2024-02-06,P1,1,false,0"]},
     )
     directory = write_files(tmp_path / "in", case)
     ingest_directory(database_url, directory)
     first = fingerprints(database_url)
-    ingest_directory(database_url, directory)
+
+    # by default, files loaded before are skipped: nothing new, nothing written
+    with pytest.raises(ingest.NoNewFiles, match="nothing new"):
+        ingest_directory(database_url, directory)
     assert fingerprints(database_url) == first
+
+    # reprocessed, they give the same tables
+    ingest_directory(database_url, directory, reprocess=True)
+    assert fingerprints(database_url) == first
+
+
+@pytest.mark.integration
+def test_the_same_content_twice_in_one_batch_is_loaded_once(database_url, tmp_path):
+    case = Case("copy", {"sessions": ["S9,C404,2024-02-06,P1,10,false,0"]})
+    directory = write_files(tmp_path / "in", case)
+    (directory / "sessions_copy.csv").write_bytes((directory / "sessions.csv").read_bytes())
+    files = ingest_directory(database_url, directory)
+    copy = next(f for f in files if f.path.endswith("sessions_copy.csv"))
+    assert (copy.status, copy.message) == ("skipped", "same content as sessions.csv in this batch")
+    assert core_counts(database_url) == GOOD_COUNTS
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select file_name, row_number from raw.quarantine")
+        assert cur.fetchall() == [("sessions.csv", 6)]
+
+
+@pytest.mark.integration
+def test_core_without_customers_is_reported(database_url, tmp_path):
+    directory = write_files(tmp_path / "in", Case("no customers", replace={"customers": b""}))
+    files = ingest_directory(database_url, directory)
+    with connect(database_url) as conn:
+        empty = ingest.empty_required_sources(conn)
+    assert empty == ["customers", "sessions"]
+    report = ingest.rejection_report([f.to_dict() for f in files], empty)
+    assert "customers.csv: empty file: no header row" in report
+    assert "- customers: provide customers.csv" in report
 
 
 @pytest.mark.integration
@@ -379,7 +415,7 @@ def test_a_later_file_updates_rows_and_adds_new_ones(database_url, tmp_path):
         assert cur.fetchone()[0] == 130
         cur.execute("select count(*) from core.sessions")
         assert cur.fetchone()[0] == GOOD_COUNTS["sessions"] + 1
-        cur.execute("select file_path, row_number from raw.quarantine")
+        cur.execute("select file_name, row_number from raw.quarantine")
         assert cur.fetchall() == [("sessions_2024-02-06.csv.gz", 3)]
 
 

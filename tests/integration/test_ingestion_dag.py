@@ -61,7 +61,15 @@ def test_ingestion_dag_lands_generated_data_in_core(generated, ecom_env, airflow
     assert 0 <= rows["sessions"][2] <= 7  # the generated year's last sessions are recent
 
     before = fingerprints(url)
+    # the same files again: skipped, the run publishes nothing and changes nothing
     again = runtime.run_dag("ecom_ingestion", AS_OF, conf={"data_dir": str(generated)})
+    assert again.task_states["land"] == "skipped"
+    assert again.state == "incomplete"
+    assert fingerprints(url) == before
+    # reprocessed, they give the same tables
+    again = runtime.run_dag(
+        "ecom_ingestion", AS_OF, conf={"data_dir": str(generated), "reprocess": True}
+    )
     assert again.state == "success"
     assert fingerprints(url) == before
 

@@ -20,11 +20,18 @@ SHIFT = date(2024, 1, 1)
 
 
 def _read(out_dir: Path) -> dict[str, pd.DataFrame]:
-    dates = {"customers.csv": ["signup_date"], "sessions.csv": ["session_date"],
-             "events.csv": ["event_time"], "campaigns.csv": ["start_date", "end_date"],
-             "customer_truth.csv": ["dropped_out_on"]}
-    return {name: pd.read_csv(out_dir / name, parse_dates=dates.get(name, False))
-            for name in FILE_COLUMNS if (out_dir / name).exists()}
+    dates = {
+        "customers.csv": ["signup_date"],
+        "sessions.csv": ["session_date"],
+        "events.csv": ["event_time"],
+        "campaigns.csv": ["start_date", "end_date"],
+        "customer_truth.csv": ["dropped_out_on"],
+    }
+    return {
+        name: pd.read_csv(out_dir / name, parse_dates=dates.get(name, False))
+        for name in FILE_COLUMNS
+        if (out_dir / name).exists()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +44,15 @@ def demo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shifted(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("shifted")
-    truth = generate_dataset(out_dir, customers=4000, days=DAYS, seed=11, start=START,
-                             shift_date=SHIFT)
+    truth = generate_dataset(
+        out_dir, customers=4000, days=DAYS, seed=11, start=START, shift_date=SHIFT
+    )
     return truth, _read(out_dir)
 
 
 def _with_category(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     products = frames["products.csv"][["product_id", "category"]]
-    return frames["sessions.csv"].merge(products, left_on="product_viewed",
-                                        right_on="product_id")
+    return frames["sessions.csv"].merge(products, left_on="product_viewed", right_on="product_id")
 
 
 # ---- the file contract
@@ -69,8 +76,10 @@ def test_row_counts_in_ground_truth_match_the_files(demo):
 def test_ids_are_unique_and_formatted(demo):
     _, frames, _ = demo
     for name, column, pattern in [
-        ("customers.csv", "customer_id", r"C\d{7}"), ("sessions.csv", "session_id", r"S\d{9}"),
-        ("products.csv", "product_id", r"P\d{4}"), ("events.csv", "event_id", r"E\d{10}"),
+        ("customers.csv", "customer_id", r"C\d{7}"),
+        ("sessions.csv", "session_id", r"S\d{9}"),
+        ("products.csv", "product_id", r"P\d{4}"),
+        ("events.csv", "event_id", r"E\d{10}"),
         ("campaigns.csv", "campaign_id", r"CMP\d{2}"),
     ]:
         ids = frames[name][column]
@@ -83,8 +92,9 @@ def test_ids_are_unique_and_formatted(demo):
 
 def test_referential_integrity(demo):
     _, frames, _ = demo
-    customers, sessions, events = (frames[n] for n in ("customers.csv", "sessions.csv",
-                                                       "events.csv"))
+    customers, sessions, events = (
+        frames[n] for n in ("customers.csv", "sessions.csv", "events.csv")
+    )
     products, campaigns = frames["products.csv"], frames["campaigns.csv"]
     assert sessions.customer_id.isin(customers.customer_id).all()
     assert sessions.product_viewed.isin(products.product_id).all()
@@ -117,8 +127,9 @@ def test_purchase_amounts_and_discounts_are_consistent(demo, tmp_path):
     assert sessions.loc[bought, "added_to_cart"].all()
     cents = sessions.purchase_amount * 100
     assert np.allclose(cents, cents.round())
-    raw_amounts = pd.read_csv(out_dir / "sessions.csv", usecols=["purchase_amount"],
-                              dtype=str).purchase_amount
+    raw_amounts = pd.read_csv(
+        out_dir / "sessions.csv", usecols=["purchase_amount"], dtype=str
+    ).purchase_amount
     assert raw_amounts.str.fullmatch(r"\d+\.\d\d").all()
     assert (sessions.pages_viewed >= 1).all() and (sessions.browsing_time_sec > 0).all()
 
@@ -131,8 +142,7 @@ def test_events_tell_the_same_story_as_sessions(demo):
     by_type = by_type.reindex(sessions.index, fill_value=0)
     assert ((by_type["cart"] > 0) == sessions.added_to_cart).all()
     assert ((by_type["purchase"] > 0) == sessions.purchase_made).all()
-    assert (by_type["remove_from_cart"] <= (sessions.added_to_cart
-                                            & ~sessions.purchase_made)).all()
+    assert (by_type["remove_from_cart"] <= (sessions.added_to_cart & ~sessions.purchase_made)).all()
     first = events.groupby("session_id").first()
     assert (first.event_type == "view").all()
     assert (first.product_id == sessions.product_viewed.reindex(first.index)).all()
@@ -174,36 +184,40 @@ def test_same_seed_same_bytes_whatever_the_chunk_size(tmp_path):
     generate_dataset(tmp_path / "c", **{**kwargs, "seed": 4})
     for name in FILE_COLUMNS:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert ((tmp_path / "a" / "sessions.csv").read_bytes()
-            != (tmp_path / "c" / "sessions.csv").read_bytes())
+    assert (tmp_path / "a" / "sessions.csv").read_bytes() != (
+        tmp_path / "c" / "sessions.csv"
+    ).read_bytes()
 
 
 def test_minimal_writes_only_customers_and_sessions_identical_to_a_full_run(tmp_path):
     kwargs = dict(customers=1500, days=200, start=START, seed=5)
     generate_dataset(tmp_path / "full", **kwargs)
     truth = generate_dataset(tmp_path / "minimal", minimal=True, **kwargs)
-    assert sorted(p.name for p in (tmp_path / "minimal").iterdir()) == ["customers.csv",
-                                                                      "sessions.csv"]
+    assert sorted(p.name for p in (tmp_path / "minimal").iterdir()) == [
+        "customers.csv",
+        "sessions.csv",
+    ]
     assert set(truth["row_counts"]) == {"customers.csv", "sessions.csv"}
     for name in ("customers.csv", "sessions.csv"):
-        assert ((tmp_path / "full" / name).read_bytes()
-                == (tmp_path / "minimal" / name).read_bytes())
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "minimal" / name).read_bytes()
     generate_dataset(tmp_path / "full", minimal=True, **kwargs)
     assert not (tmp_path / "full" / "events.csv").exists()  # no stale files from the full run
     assert not (tmp_path / "full" / "ground_truth.json").exists()
 
 
-@pytest.mark.parametrize("arguments", [
-    {"customers": 0},
-    {"days": 0},
-    {"shift_date": date(2022, 12, 31)},
-    {"shift_date": START},
-    {"params": GeneratorParams(leak_category="Garden")},
-])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"customers": 0},
+        {"days": 0},
+        {"shift_date": date(2022, 12, 31)},
+        {"shift_date": START},
+        {"params": GeneratorParams(leak_category="Garden")},
+    ],
+)
 def test_rejects_arguments_it_cannot_honour(tmp_path, arguments):
     with pytest.raises(ValueError):
-        generate_dataset(tmp_path, **{"customers": 100, "days": 100, "start": START,
-                                      **arguments})
+        generate_dataset(tmp_path, **{"customers": 100, "days": 100, "start": START, **arguments})
 
 
 # ---- planted truth 1 and 2: buy-till-you-die and churn drivers
@@ -218,9 +232,14 @@ def test_sessions_follow_the_latent_rate_and_stop_at_dropout(demo):
     assert (last.reindex(dropped.index) < dropped.dropped_out_on).all()
     assert 0.2 < len(dropped) / len(latent) < 0.7
     customers = frames["customers.csv"].set_index("customer_id")
-    alive_days = ((dropped.dropped_out_on.reindex(customers.index)
-                   .fillna(pd.Timestamp(START) + pd.Timedelta(days=DAYS)))
-                  - customers.signup_date).dt.days
+    alive_days = (
+        (
+            dropped.dropped_out_on.reindex(customers.index).fillna(
+                pd.Timestamp(START) + pd.Timedelta(days=DAYS)
+            )
+        )
+        - customers.signup_date
+    ).dt.days
     observed_rate = sessions.groupby("customer_id").size() / alive_days
     latent_rate = latent.set_index("customer_id").session_rate_per_day
     assert observed_rate.corr(latent_rate, method="spearman") > 0.5
@@ -231,20 +250,25 @@ def test_sessions_follow_the_latent_rate_and_stop_at_dropout(demo):
 
 def _dropped_versus_retained(latent: pd.DataFrame) -> pd.DataFrame:
     return latent.groupby(latent.dropped_out_on.notna())[
-        ["median_browsing_time_sec", "session_rate_per_day", "discount_propensity"]].mean()
+        ["median_browsing_time_sec", "session_rate_per_day", "discount_propensity"]
+    ].mean()
 
 
 def test_dropouts_browse_less_visit_less_and_use_more_discounts(demo):
     truth, frames, _ = demo
     means = _dropped_versus_retained(frames["customer_truth.csv"])
-    assert means.loc[True, "median_browsing_time_sec"] < 0.85 * means.loc[
-        False, "median_browsing_time_sec"]
+    assert (
+        means.loc[True, "median_browsing_time_sec"]
+        < 0.85 * means.loc[False, "median_browsing_time_sec"]
+    )
     assert means.loc[True, "session_rate_per_day"] < 0.8 * means.loc[False, "session_rate_per_day"]
     assert means.loc[True, "discount_propensity"] > 1.15 * means.loc[False, "discount_propensity"]
     directions = {d["driver"]: d["direction"] for d in truth["churn_drivers"]}
-    assert directions == {"browsing_time": "lower_increases_churn",
-                          "session_frequency": "lower_increases_churn",
-                          "discount_use": "higher_increases_churn"}
+    assert directions == {
+        "browsing_time": "lower_increases_churn",
+        "session_frequency": "lower_increases_churn",
+        "discount_use": "higher_increases_churn",
+    }
 
 
 def test_churn_drivers_are_visible_in_the_sessions(demo):
@@ -264,15 +288,20 @@ def test_churn_drivers_are_visible_in_the_sessions(demo):
 
 
 def test_without_churn_drivers_dropout_ignores_browsing(tmp_path):
-    params = replace(GeneratorParams(), churn_coefficient_browsing_time=0.0,
-                     churn_coefficient_session_frequency=0.0,
-                     churn_coefficient_discount_use=0.0)
+    params = replace(
+        GeneratorParams(),
+        churn_coefficient_browsing_time=0.0,
+        churn_coefficient_session_frequency=0.0,
+        churn_coefficient_discount_use=0.0,
+    )
     generate_dataset(tmp_path, customers=4000, days=DAYS, seed=11, start=START, params=params)
     means = _dropped_versus_retained(pd.read_csv(tmp_path / "customer_truth.csv"))
     assert means.loc[True, "median_browsing_time_sec"] == pytest.approx(
-        means.loc[False, "median_browsing_time_sec"], rel=0.07)
+        means.loc[False, "median_browsing_time_sec"], rel=0.07
+    )
     assert means.loc[True, "discount_propensity"] == pytest.approx(
-        means.loc[False, "discount_propensity"], rel=0.07)
+        means.loc[False, "discount_propensity"], rel=0.07
+    )
 
 
 # ---- planted truth 3: seasonality
@@ -302,29 +331,40 @@ def test_weekends_are_busier_and_november_december_peak(demo):
 def test_campaign_sessions_convert_higher_by_the_planted_lift(tmp_path):
     # Campaign purchases are few in the shared demo; a larger minimal run measures lifts to
     # about +-0.03 pooled.
-    truth = generate_dataset(tmp_path, customers=30_000, days=365, seed=11, start=START,
-                             minimal=True)
-    sessions = pd.read_csv(tmp_path / "sessions.csv", parse_dates=["session_date"],
-                           usecols=["session_date", "purchase_made", "campaign_id"])
+    truth = generate_dataset(
+        tmp_path, customers=30_000, days=365, seed=11, start=START, minimal=True
+    )
+    sessions = pd.read_csv(
+        tmp_path / "sessions.csv",
+        parse_dates=["session_date"],
+        usecols=["session_date", "purchase_made", "campaign_id"],
+    )
     campaigns = truth["campaigns"]["campaigns"]
     assert 6 <= len(campaigns) <= 10
     planted, measured, weights = [], [], []
     for campaign in campaigns:
-        window = sessions[sessions.session_date.between(
-            pd.Timestamp(campaign["start_date"]),
-            pd.Timestamp(campaign["end_date"]) + pd.Timedelta(days=1), inclusive="left")]
+        window = sessions[
+            sessions.session_date.between(
+                pd.Timestamp(campaign["start_date"]),
+                pd.Timestamp(campaign["end_date"]) + pd.Timedelta(days=1),
+                inclusive="left",
+            )
+        ]
         carrying = window.campaign_id == campaign["campaign_id"]
         assert window.campaign_id[~carrying].isna().all()
         planted.append(campaign["conversion_lift"])
-        measured.append(window[carrying].purchase_made.mean()
-                        / window[~carrying].purchase_made.mean() - 1)
+        measured.append(
+            window[carrying].purchase_made.mean() / window[~carrying].purchase_made.mean() - 1
+        )
         weights.append(carrying.sum())
     planted, measured = np.array(planted), np.array(measured)
     assert np.average(measured, weights=weights) == pytest.approx(
-        np.average(planted, weights=weights), abs=0.05)
+        np.average(planted, weights=weights), abs=0.05
+    )
     assert pd.Series(planted).corr(pd.Series(measured), method="spearman") > 0.8
-    campaign_days = pd.concat([pd.Series(pd.date_range(c["start_date"], c["end_date"]))
-                               for c in campaigns])
+    campaign_days = pd.concat(
+        [pd.Series(pd.date_range(c["start_date"], c["end_date"])) for c in campaigns]
+    )
     outside = sessions[~sessions.session_date.dt.normalize().isin(campaign_days)]
     assert outside.campaign_id.isna().all()
 
@@ -341,8 +381,9 @@ def test_leak_category_has_the_lowest_view_to_purchase_rate(demo):
     conversion = sessions.groupby("category").purchase_made.mean()
     assert conversion.idxmin() == leak  # ... rarely bought
     assert conversion[leak] < 0.5 * conversion.drop(leak).min()
-    events = frames["events.csv"].merge(frames["products.csv"][["product_id", "category"]],
-                                        on="product_id")
+    events = frames["events.csv"].merge(
+        frames["products.csv"][["product_id", "category"]], on="product_id"
+    )
     funnel = events.groupby(["category", "event_type"]).size().unstack()
     event_rate = funnel["purchase"] / funnel["view"]
     assert event_rate.idxmin() == leak
@@ -350,17 +391,28 @@ def test_leak_category_has_the_lowest_view_to_purchase_rate(demo):
 
 def test_cross_sell_pair_has_the_top_lift(demo):
     truth, frames, _ = demo
-    purchases = frames["events.csv"].query("event_type == 'purchase'")[["session_id",
-                                                                        "product_id"]]
+    purchases = frames["events.csv"].query("event_type == 'purchase'")[["session_id", "product_id"]]
     baskets = purchases.session_id.nunique()
     pairs = purchases.merge(purchases, on="session_id").query("product_id_x < product_id_y")
     support = pairs.groupby(["product_id_x", "product_id_y"]).size()
     support = support[support >= 10]
     share = purchases.product_id.value_counts() / baskets
-    lift = support / baskets / (share.reindex(support.index.get_level_values(0)).values
-                                * share.reindex(support.index.get_level_values(1)).values)
-    planted = tuple(sorted([truth["cross_sell"]["antecedent"]["product_id"],
-                            truth["cross_sell"]["consequent"]["product_id"]]))
+    lift = (
+        support
+        / baskets
+        / (
+            share.reindex(support.index.get_level_values(0)).values
+            * share.reindex(support.index.get_level_values(1)).values
+        )
+    )
+    planted = tuple(
+        sorted(
+            [
+                truth["cross_sell"]["antecedent"]["product_id"],
+                truth["cross_sell"]["consequent"]["product_id"],
+            ]
+        )
+    )
     assert lift.idxmax() == planted
     assert (lift.drop(planted) < lift[planted] / 5).all()
     antecedent = truth["cross_sell"]["antecedent"]["product_id"]
@@ -368,7 +420,8 @@ def test_cross_sell_pair_has_the_top_lift(demo):
     with_antecedent = purchases[purchases.product_id == antecedent].session_id
     rate = purchases[purchases.session_id.isin(with_antecedent)].product_id.eq(consequent).sum()
     assert rate / len(with_antecedent) == pytest.approx(
-        truth["cross_sell"]["conditional_probability"], abs=0.1)
+        truth["cross_sell"]["conditional_probability"], abs=0.1
+    )
 
 
 # ---- planted truth 7: the early high-value trait
@@ -391,14 +444,21 @@ def test_high_value_trait_shows_early_and_drives_next_year_value(demo):
     assert latent.mean() == pytest.approx(trait["share"], abs=0.015)
 
     early = sessions[age < trait["early_window_days"]]
-    signals = early.groupby("customer_id").agg(sessions=("session_id", "size"),
-                                               browsing=("browsing_time_sec", "mean"))
+    signals = early.groupby("customer_id").agg(
+        sessions=("session_id", "size"), browsing=("browsing_time_sec", "mean")
+    )
     signals = signals.join(latent).groupby("high_value").mean()
     assert signals.loc[True, "sessions"] > 1.5 * signals.loc[False, "sessions"]
     assert signals.loc[True, "browsing"] > 1.2 * signals.loc[False, "browsing"]
-    first_basket = (sessions[sessions.purchase_made].groupby("customer_id").purchase_amount
-                    .first().to_frame().join(latent).groupby("high_value").purchase_amount
-                    .mean())
+    first_basket = (
+        sessions[sessions.purchase_made]
+        .groupby("customer_id")
+        .purchase_amount.first()
+        .to_frame()
+        .join(latent)
+        .groupby("high_value")
+        .purchase_amount.mean()
+    )
     assert first_basket[True] > 1.2 * first_basket[False]
 
 

@@ -27,12 +27,12 @@ create table if not exists raw.load_log (
 -- Rows that broke a row rule: kept with their original text so that nothing is lost.
 create table if not exists raw.quarantine (
     source             text        not null,
-    file_path          text        not null,
+    file_name          text        not null,
     file_sha256        text        not null,
     row_number         bigint      not null,  -- 1 = the first data row after the header
     reasons            text[]      not null,
     record             jsonb       not null,
-    logical_date       timestamptz not null,
+    logical_date       timestamptz not null,  -- of the run that first loaded the file
     primary key (file_sha256, source, row_number)
 );
 

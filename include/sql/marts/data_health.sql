@@ -4,9 +4,10 @@
 
 with
 
--- import
+-- import: files loaded by runs up to the as-of date (a backfill does not see later files)
 load_log as (
     select * from raw.load_log
+    where logical_date::date <= %(as_of_date)s::date
 ),
 
 -- logic
@@ -29,7 +30,8 @@ loads as (
         source,
         count(*) filter (where status = 'loaded') as files_loaded,
         count(*) filter (where status = 'rejected') as files_rejected,
-        sum(rows_read) as rows_read,
+        -- rows of rejected files are not counted: they never reached the row rules
+        sum(rows_read) filter (where status = 'loaded') as rows_read,
         sum(rows_quarantined) as rows_quarantined
     from load_log
     group by source
