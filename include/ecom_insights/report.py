@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import date
+from pathlib import Path
 
 from ecom_insights.config import Settings
 from ecom_insights.contract import SOURCES
@@ -28,7 +30,8 @@ def pipeline_summary(url: str, as_of: date, outcomes, settings: Settings) -> str
             lines += _load_lines(cur)
     docs = settings.data_docs_dir / "index.html"
     lines += ["", f"  data docs      {docs if docs.exists() else '(not built)'}"]
-    lines.append(f"  Airflow UI     ECOM_HOME={settings.home} ecom airflow standalone")
+    ecom = Path(sys.executable).with_name("ecom")
+    lines.append(f"  Airflow UI     ECOM_HOME={settings.home} {ecom} airflow standalone")
     return "\n".join(lines)
 
 

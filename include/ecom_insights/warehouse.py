@@ -29,12 +29,13 @@ def start_embedded_server(pgdata: Path) -> str:
     import logging
     import warnings
 
+    # pgserver logs every handle it opens and closes, and platformdirs (which it imports) warns
+    # about an unset XDG_RUNTIME_DIR; neither is news to the user.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+
     import pgserver  # imported here: it is only needed when no ECOM_DATABASE_URL is set
 
-    # pgserver logs every handle it opens and closes, and platformdirs warns about an unset
-    # XDG_RUNTIME_DIR; neither is news to the user.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None keeps the server running after this process exits, so that Airflow
     # tasks, the CLI and the dashboard all share it.
