@@ -143,6 +143,9 @@ create table if not exists core.events (
     price        numeric(14,2)
 );
 create index if not exists events_session_idx on core.events (session_id);
+-- the feature store reads a customer's events, and the events of a range of days
+create index if not exists events_customer_time_idx on core.events (customer_id, event_time);
+create index if not exists events_time_idx on core.events (event_time);
 
 create table if not exists core.campaigns (
     campaign_id  text primary key,

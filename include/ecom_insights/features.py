@@ -1,0 +1,253 @@
+"""The feature store: point-in-time customer features in PostgreSQL.
+
+`marts.customer_features` holds one snapshot per as-of date D (a list partition each): a row
+for every customer signed up on or before D, computed from data up to the end of D only.
+The SQL is layered under include/sql: staging views (stg_*) over core, intermediate views
+(int_*), and the mart's query (marts/customer_features.sql). docs/features.md defines every
+column.
+
+Two ways to build a snapshot, with identical results (a test holds them to it):
+- `build_features`: every customer from their whole history up to D;
+- `roll_forward_features`: from the snapshot at P < D, when the new data lies in (P, D]:
+  the customers with activity in (P, D] (or signed up then) are computed afresh, the others
+  are carried over with their date-dependent columns moved on (customer_features_roll_forward.sql).
+
+A snapshot is built as a standalone table, indexed, then attached as the partition for D in
+one transaction: readers see the old snapshot or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from psycopg2 import sql
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+FEATURES_TABLE = "customer_features"
+# The views the mart reads, in dependency order: (schema, folder).
+VIEW_LAYERS = (("staging", "staging"), ("intermediate", "intermediate"))
+# Days after D over which churn is observed for the training label.
+CHURN_HORIZON_DAYS = 90
+
+
+@dataclass(frozen=True)
+class SnapshotBuild:
+    as_of_date: date
+    mode: str  # full | incremental
+    rows: int
+    recomputed_customers: int
+    previous_date: date | None = None
+
+
+def _sql(relative: str) -> str:
+    return (SQL_DIR / relative).read_text()
+
+
+def ensure_feature_models(conn) -> None:
+    """Create (or replace) the staging and intermediate views, the shared SQL functions and
+    the partitioned marts.customer_features table."""
+    with conn.cursor() as cur:
+        cur.execute(_sql("ddl/features.sql"))
+        views = [
+            (schema, path.stem, path.read_text())
+            for schema, folder in VIEW_LAYERS
+            for path in sorted((SQL_DIR / folder).glob("*.sql"))
+        ]
+        cur.execute("create schema if not exists staging")
+        for schema, name, _ in reversed(views):
+            cur.execute(
+                sql.SQL("drop view if exists {} cascade").format(sql.Identifier(schema, name))
+            )
+        for schema, name, query in views:
+            cur.execute(
+                sql.SQL("create view {} as {}").format(sql.Identifier(schema, name), sql.SQL(query))
+            )
+        cur.execute("select to_regclass('marts.customer_features')")
+        if cur.fetchone()[0] is None:
+            # the columns and types come from the query itself, so that they cannot drift
+            cur.execute(
+                sql.SQL("create temp table _features_shape as {} with no data").format(
+                    sql.SQL(_sql("marts/customer_features.sql"))
+                ),
+                {"as_of_date": date(2000, 1, 1), "customer_ids": None},
+            )
+            cur.execute(
+                "create table marts.customer_features (like _features_shape) "
+                "partition by list (as_of_date)"
+            )
+            cur.execute(
+                "alter table marts.customer_features add primary key (as_of_date, customer_id)"
+            )
+            cur.execute("drop table _features_shape")
+
+
+def snapshot_dates(conn) -> list[date]:
+    """The as-of dates that have a snapshot, oldest first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            select pg_get_expr(c.relpartbound, c.oid)
+            from pg_inherits i
+            join pg_class c on c.oid = i.inhrelid
+            where i.inhparent = 'marts.customer_features'::regclass
+            """
+        )
+        bounds = [row[0] for row in cur.fetchall()]
+    # bounds read FOR VALUES IN ('2024-06-30')
+    return sorted(date.fromisoformat(b.split("'")[1]) for b in bounds)
+
+
+def _partition_name(as_of: date) -> str:
+    return f"{FEATURES_TABLE}_{as_of:%Y%m%d}"
+
+
+def build_features(conn, as_of: date) -> SnapshotBuild:
+    """Build the snapshot at `as_of` from every customer's whole history up to that day."""
+    ensure_feature_models(conn)
+    rows = _write_snapshot(
+        conn,
+        as_of,
+        [(_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": None})],
+    )
+    return SnapshotBuild(as_of, "full", rows, recomputed_customers=rows)
+
+
+def roll_forward_features(conn, as_of: date, previous: date | None = None) -> SnapshotBuild:
+    """Build the snapshot at `as_of` from the one at `previous` (default: the latest before
+    `as_of`), computing afresh only the customers with activity or a signup in between.
+
+    Correct when no data dated on or before `previous` has arrived since that snapshot was
+    built; otherwise use `build_features` (the feature DAG decides from the asset events).
+    """
+    ensure_feature_models(conn)
+    if previous is None:
+        earlier = [d for d in snapshot_dates(conn) if d < as_of]
+        if not earlier:
+            raise ValueError(f"no snapshot before {as_of} to roll forward from")
+        previous = earlier[-1]
+    if previous >= as_of:
+        raise ValueError(f"previous snapshot {previous} is not before {as_of}")
+    changed = changed_customers(conn, previous, as_of)
+    rows = _write_snapshot(
+        conn,
+        as_of,
+        [
+            (_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": changed}),
+            (
+                _sql("marts/customer_features_roll_forward.sql"),
+                {
+                    "as_of_date": as_of,
+                    "previous_date": previous,
+                    "changed_customer_ids": changed,
+                },
+            ),
+        ],
+    )
+    return SnapshotBuild(as_of, "incremental", rows, len(changed), previous)
+
+
+def changed_customers(conn, previous: date, as_of: date) -> list[str]:
+    """Customers with a session, an event or their signup in (previous, as_of]."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            select customer_id from core.sessions
+            where session_date > %(previous)s and session_date <= %(as_of)s
+            union
+            select customer_id from core.events
+            where event_time >= %(previous)s::date + 1 and event_time < %(as_of)s::date + 1
+            union
+            select customer_id from core.customers
+            where signup_date > %(previous)s and signup_date <= %(as_of)s
+            """,
+            {"previous": previous, "as_of": as_of},
+        )
+        return sorted(row[0] for row in cur.fetchall())
+
+
+def _write_snapshot(conn, as_of: date, queries: list[tuple[str, dict]]) -> int:
+    """Fill a standalone table with the queries' rows, index it, and swap it in as the
+    partition for `as_of`."""
+    partition = _partition_name(as_of)
+    building = sql.Identifier("marts", f"{partition}_building")
+    target = sql.Identifier("marts", partition)
+    rows = 0
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("drop table if exists {}").format(building))
+        cur.execute(sql.SQL("create table {} (like marts.customer_features)").format(building))
+        for query, params in queries:
+            cur.execute(sql.SQL("insert into {} {}").format(building, sql.SQL(query)), params)
+            rows += cur.rowcount
+        cur.execute(
+            sql.SQL("alter table {} add primary key (as_of_date, customer_id)").format(building)
+        )
+        # the constraint lets ATTACH skip scanning the table to prove its rows belong
+        cur.execute(
+            sql.SQL("alter table {} add constraint {} check (as_of_date = {})").format(
+                building,
+                sql.Identifier(f"{partition}_as_of"),
+                sql.Literal(as_of),
+            )
+        )
+        cur.execute(sql.SQL("drop table if exists {}").format(target))
+        cur.execute(
+            sql.SQL("alter table {} rename to {}").format(building, sql.Identifier(partition))
+        )
+        cur.execute(
+            sql.SQL(
+                "alter table marts.customer_features attach partition {} for values in ({})"
+            ).format(target, sql.Literal(as_of))
+        )
+        cur.execute(sql.SQL("analyze {}").format(target))
+    return rows
+
+
+def data_end(conn) -> date | None:
+    """The last day with a session in core."""
+    with conn.cursor() as cur:
+        cur.execute("select max(session_date) from core.sessions")
+        return cur.fetchone()[0]
+
+
+def training_set(conn, as_of: date, horizon_days: int = CHURN_HORIZON_DAYS):
+    """Features at `as_of` with the label `churned_90d`: no purchase in (as_of, as_of + 90].
+
+    Only for an as-of date at least `horizon_days` before the data's end, so that every
+    label is observed. The features come from the snapshot at `as_of` (built here if it does
+    not exist), which by construction uses no data after `as_of`.
+    Returns a DataFrame: the mart's columns plus churned_90d (bool).
+    """
+    import pandas as pd
+
+    end = data_end(conn)
+    if end is None or as_of > end - _days(horizon_days):
+        raise ValueError(
+            f"as-of date {as_of} is less than {horizon_days} days before the data's end "
+            f"({end}): its churn labels are not observed yet"
+        )
+    if as_of not in snapshot_dates(conn):
+        build_features(conn, as_of)
+    query = """
+        select f.*,
+               not exists (
+                   select 1 from core.sessions s
+                   where s.customer_id = f.customer_id and s.purchase_made
+                     and s.session_date > %(as_of)s
+                     and s.session_date <= %(as_of)s::date + %(horizon)s
+               ) as churned_90d
+        from marts.customer_features f
+        where f.as_of_date = %(as_of)s
+        order by f.customer_id
+    """
+    with conn.cursor() as cur:
+        cur.execute(query, {"as_of": as_of, "horizon": horizon_days})
+        columns = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def _days(n: int):
+    from datetime import timedelta
+
+    return timedelta(days=n)
