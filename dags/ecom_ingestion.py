@@ -130,13 +130,16 @@ def ecom_ingestion():
 
         context = get_current_context()
         with connect(warehouse_url()) as conn:
+            first_day, last_day = ingest.batch_activity_range(conn)
             counts = ingest.merge_into_core(conn)
-        as_of = as_of_date(context).isoformat()
+        batch = {
+            "as_of_date": as_of_date(context).isoformat(),
+            # downstream refreshes tell new days from late data by these
+            "min_activity_date": first_day.isoformat() if first_day else None,
+            "max_activity_date": last_day.isoformat() if last_day else None,
+        }
         for asset in CORE_TABLES:
-            context["outlet_events"][asset].extra = {
-                "as_of_date": as_of,
-                **counts[asset.name.split(".")[1]],
-            }
+            context["outlet_events"][asset].extra = {**batch, **counts[asset.name.split(".")[1]]}
         return counts
 
     @task

@@ -35,5 +35,8 @@ CORE_EVENTS = table_asset("core", "events")
 CORE_CAMPAIGNS = table_asset("core", "campaigns")
 CORE_TABLES = (CORE_CUSTOMERS, CORE_SESSIONS, CORE_PRODUCTS, CORE_EVENTS, CORE_CAMPAIGNS)
 
+# Published by the feature DAG: a snapshot of customer features per as-of date.
+MARTS_CUSTOMER_FEATURES = table_asset("marts", "customer_features")
+
 # Published by the warehouse-health DAG.
 MARTS_DATA_HEALTH = table_asset("marts", "data_health")

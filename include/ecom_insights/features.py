@@ -91,7 +91,7 @@ def snapshot_dates(conn) -> list[date]:
             select pg_get_expr(c.relpartbound, c.oid)
             from pg_inherits i
             join pg_class c on c.oid = i.inhrelid
-            where i.inhparent = 'marts.customer_features'::regclass
+            where i.inhparent = to_regclass('marts.customer_features')
             """
         )
         bounds = [row[0] for row in cur.fetchall()]
@@ -146,6 +146,29 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
         ],
     )
     return SnapshotBuild(as_of, "incremental", rows, len(changed), previous)
+
+
+def refresh_features(
+    conn, as_of: date, mode: str = "auto", earliest_new_activity: date | None = None
+) -> SnapshotBuild:
+    """Refresh the snapshot at `as_of`.
+
+    mode "full" rebuilds it; "incremental" rolls the latest earlier snapshot forward; "auto"
+    rolls forward when there is an earlier snapshot P and the new data starts after P
+    (`earliest_new_activity` > P, as the ingestion's asset events report), and rebuilds
+    otherwise: late data dated on or before P, or nothing known about the new data.
+    """
+    if mode == "full":
+        return build_features(conn, as_of)
+    if mode == "incremental":
+        return roll_forward_features(conn, as_of)
+    if mode != "auto":
+        raise ValueError(f"mode must be auto, full or incremental, not {mode!r}")
+    ensure_feature_models(conn)
+    earlier = [d for d in snapshot_dates(conn) if d < as_of]
+    if earlier and earliest_new_activity is not None and earliest_new_activity > earlier[-1]:
+        return roll_forward_features(conn, as_of, earlier[-1])
+    return build_features(conn, as_of)
 
 
 def changed_customers(conn, previous: date, as_of: date) -> list[str]:

@@ -26,7 +26,7 @@ import io
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from psycopg2 import sql
@@ -618,6 +618,24 @@ def merge_into_core(conn) -> dict[str, dict[str, int]]:
             }
             cur.execute(sql.SQL("analyze {}").format(sql.Identifier("core", source.name)))
     return counts
+
+
+def batch_activity_range(conn) -> tuple[date | None, date | None]:
+    """The first and last day of activity in this batch's staging rows (sessions, events,
+    signups): downstream refreshes use it to tell new days from late-arriving data."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            select min(day), max(day) from (
+                select session_date as day from staging.sessions
+                union all
+                select event_time::date from staging.events
+                union all
+                select signup_date from staging.customers
+            ) as activity
+            """
+        )
+        return cur.fetchone()
 
 
 def record_load_log(

@@ -44,3 +44,15 @@ def as_of_date(context) -> date:
         return max(dates)
     run_after: datetime = context["dag_run"].run_after
     return run_after.date()
+
+
+def earliest_new_activity(context) -> date | None:
+    """The first day of activity among the batches whose asset events triggered this run;
+    None when the run was not triggered by ingestion (or a batch did not say)."""
+    days = []
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            if not event.extra or not event.extra.get("min_activity_date"):
+                return None
+            days.append(date.fromisoformat(event.extra["min_activity_date"]))
+    return min(days) if days else None

@@ -52,3 +52,30 @@ def fingerprints():
         return result
 
     return fingerprint
+
+
+def copy_activity_between(source, target, after, until):
+    """Copy generated files keeping the customers, sessions and events dated in
+    (after, until] (after=None: from the beginning); products and campaigns whole. Names the
+    files with `until`, as a daily export would: sessions_<until>.csv, ..."""
+    import pandas as pd
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name, column in (
+        ("customers", "signup_date"),
+        ("sessions", "session_date"),
+        ("events", "event_time"),
+    ):
+        frame = pd.read_csv(source / f"{name}.csv", dtype=str, keep_default_na=False)
+        day = pd.to_datetime(frame[column]).dt.date
+        keep = (day <= until) if after is None else ((day > after) & (day <= until))
+        frame[keep].to_csv(target / f"{name}_{until.isoformat()}.csv", index=False)
+    for name in ("products.csv", "campaigns.csv"):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+@pytest.fixture
+def split_files():
+    """A function copying generated files restricted to a range of days (see above)."""
+    return copy_activity_between

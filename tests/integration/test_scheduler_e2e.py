@@ -1,4 +1,4 @@
-"""End to end under a real scheduler: ingestion's Assets trigger the downstream DAG.
+"""End to end under a real scheduler: ingestion's Assets trigger the downstream DAGs.
 
 This is the production shape in miniature: a PostgreSQL metadata database, the api-server
 (which tasks report to through the Execution API), the dag-processor and the scheduler with
@@ -17,11 +17,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
-from ecom_insights import runtime, warehouse
+from ecom_insights import features, runtime, warehouse
 from ecom_insights.config import load_settings
 from ecom_insights.generate import generate_dataset
 
@@ -118,74 +118,124 @@ def wait_for(condition, what: str, services: dict, timeout: float = TIMEOUT_SECO
     pytest.fail(f"timed out waiting for {what}; service logs:\n{json.dumps(tails, indent=1)}")
 
 
+def trigger(services: dict, dag_id: str, logical_date: date, conf: dict) -> None:
+    subprocess.run(
+        [
+            services["airflow"],
+            "dags",
+            "trigger",
+            dag_id,
+            "--conf",
+            json.dumps(conf),
+            "--logical-date",
+            f"{logical_date.isoformat()}T00:00:00+00:00",
+        ],
+        env=services["env"],
+        check=True,
+        capture_output=True,
+    )
+
+
+def finished_runs(metadata_url: str, dag_id: str) -> list[tuple[str, str]]:
+    """(state, run_type) of the DAG's finished runs that the test caused, oldest first."""
+    return metadata_query(
+        metadata_url,
+        "select state, run_type from dag_run where dag_id = %s and state in "
+        "('success', 'failed') and run_type <> 'scheduled' order by id",
+        (dag_id,),
+    )
+
+
+DOWNSTREAM = ("ecom_warehouse_health", "ecom_features")
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_ingestion_assets_trigger_the_health_dag_under_the_scheduler(
-    airflow_services, database_url, tmp_path
+def test_ingestion_assets_trigger_the_downstream_dags_under_the_scheduler(
+    airflow_services, database_url, tmp_path, split_files
 ):
-    data = tmp_path / "data"
-    generate_dataset(data, customers=200, days=181, seed=3, start=date(2023, 1, 1))
+    generated = tmp_path / "generated"
+    generate_dataset(generated, customers=200, days=181, seed=3, start=date(2023, 1, 1))
+    yesterday = AS_OF - timedelta(days=1)
+    # two daily deliveries: the history up to yesterday, then today's activity alone
+    first = split_files(generated, tmp_path / "first", None, yesterday)
+    second = split_files(generated, tmp_path / "second", yesterday, AS_OF)
     meta = airflow_services["metadata_url"]
+    dag_ids = ("ecom_ingestion", *DOWNSTREAM)
 
     wait_for(
         lambda: (
             len(
                 metadata_query(
                     meta,
-                    "select dag_id from dag where dag_id in "
-                    "('ecom_ingestion', 'ecom_warehouse_health') and not is_paused",
+                    "select dag_id from dag where dag_id = any(%s) and not is_paused",
+                    (list(dag_ids),),
                 )
             )
-            == 2
+            == len(dag_ids)
         ),
-        "the dag-processor to register both DAGs unpaused",
+        "the dag-processor to register the DAGs unpaused",
         airflow_services,
     )
-    subprocess.run(
-        [
-            airflow_services["airflow"],
-            "dags",
-            "trigger",
-            "ecom_ingestion",
-            "--conf",
-            json.dumps({"data_dir": str(data)}),
-            "--logical-date",
-            f"{AS_OF.isoformat()}T00:00:00+00:00",
-        ],
-        env=airflow_services["env"],
-        check=True,
-        capture_output=True,
-    )
+    for number, (data, day) in enumerate(((first, yesterday), (second, AS_OF)), start=1):
+        trigger(airflow_services, "ecom_ingestion", day, {"data_dir": str(data)})
+        for dag_id in dag_ids:
+            wait_for(
+                lambda dag_id=dag_id, number=number: len(finished_runs(meta, dag_id)) == number,
+                f"run {number} of {dag_id}",
+                airflow_services,
+            )
 
-    def finished(dag_id: str):
-        rows = metadata_query(
-            meta,
-            "select state, run_type from dag_run where dag_id = %s and state in "
-            "('success', 'failed') and run_type <> 'scheduled'",
-            (dag_id,),
-        )
-        return rows or None
-
-    assert wait_for(lambda: finished("ecom_ingestion"), "the ingestion run", airflow_services) == [
-        ("success", "manual")
-    ]
-    assert wait_for(
-        lambda: finished("ecom_warehouse_health"), "the Asset-triggered run", airflow_services
-    ) == [("success", "asset_triggered")]
+    assert finished_runs(meta, "ecom_ingestion") == [("success", "manual")] * 2
+    for dag_id in DOWNSTREAM:
+        assert finished_runs(meta, dag_id) == [("success", "asset_triggered")] * 2, dag_id
 
     events = metadata_query(
         meta,
         "select a.name, e.extra from asset_event e join asset a on a.id = e.asset_id "
-        "where a.name = 'core.sessions'",
+        "where a.name in ('core.sessions', 'marts.customer_features') order by e.id",
     )
-    assert len(events) == 1 and events[0][1]["as_of_date"] == AS_OF.isoformat()
+    by_asset = {}
+    for name, extra in events:
+        by_asset.setdefault(name, []).append(extra)
+    assert [e["as_of_date"] for e in by_asset["core.sessions"]] == [
+        yesterday.isoformat(),
+        AS_OF.isoformat(),
+    ]
+    assert by_asset["core.sessions"][1]["min_activity_date"] == AS_OF.isoformat()
+    # the first snapshot is built in full; the second day is rolled forward from it
+    assert [(e["as_of_date"], e["mode"]) for e in by_asset["marts.customer_features"]] == [
+        (yesterday.isoformat(), "full"),
+        (AS_OF.isoformat(), "incremental"),
+    ]
+
     with warehouse.connect(database_url) as conn, conn.cursor() as cur:
-        cur.execute("select distinct as_of_date from marts.data_health")
-        assert cur.fetchall() == [(AS_OF,)]
-        cur.execute("select core_rows from marts.data_health where source = 'sessions'")
+        cur.execute("select distinct as_of_date from marts.data_health order by 1")
+        assert cur.fetchall() == [(yesterday,), (AS_OF,)]
+        cur.execute(
+            "select core_rows from marts.data_health where source = 'sessions' and as_of_date = %s",
+            (AS_OF,),
+        )
         sessions_in_core = cur.fetchone()[0]
-    with (data / "sessions.csv").open() as handle:
+        cur.execute(
+            "create table rolled as select * from marts.customer_features where as_of_date = %s",
+            (AS_OF,),
+        )
+    with (generated / "sessions.csv").open() as handle:
         assert sessions_in_core == sum(1 for _ in handle) - 1 > 0
+    with warehouse.connect(database_url) as conn:
+        features.build_features(conn, AS_OF)
+    with warehouse.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from rolled")
+        assert cur.fetchone()[0] > 0
+        cur.execute(
+            "select count(*) from ((select * from rolled except all select * from "
+            "marts.customer_features where as_of_date = %(d)s) union all (select * from "
+            "marts.customer_features where as_of_date = %(d)s except all select * from rolled)) x",
+            {"d": AS_OF},
+        )
+        assert cur.fetchone()[0] == 0  # the scheduled roll-forward equals a full rebuild
+
     # the daily schedule's own run found an empty landing directory: skipped, not failed
     scheduled = metadata_query(
         meta, "select state from dag_run where dag_id = 'ecom_ingestion' and run_type = 'scheduled'"

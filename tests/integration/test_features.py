@@ -1,0 +1,139 @@
+"""The feature store on a real PostgreSQL: the roll-forward equals a full rebuild, features at
+D do not move when data after D arrives, and training labels are observed ones only."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ecom_insights import features, ingest
+from ecom_insights.generate import generate_dataset
+from ecom_insights.warehouse import connect
+
+START = date(2023, 1, 1)
+DAYS = 400
+LAST_DAY = START + timedelta(days=DAYS - 1)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("features-data")
+    generate_dataset(directory, customers=800, days=DAYS, seed=11, start=START)
+    return directory
+
+
+def load(url: str, directory: Path) -> None:
+    with connect(url) as conn:
+        ingest.land_files(conn, directory, reprocess=True)
+        ingest.apply_row_rules(conn, datetime(2024, 1, 1, tzinfo=UTC))
+        ingest.merge_into_core(conn)
+
+
+def snapshot(url: str, as_of: date) -> pd.DataFrame:
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select * from marts.customer_features where as_of_date = %s order by customer_id",
+            (as_of,),
+        )
+        columns = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def assert_same(left: pd.DataFrame, right: pd.DataFrame) -> None:
+    assert list(left.columns) == list(right.columns)
+    assert len(left) == len(right) > 0
+    pd.testing.assert_frame_equal(left.reset_index(drop=True), right.reset_index(drop=True))
+
+
+@pytest.mark.integration
+def test_rolling_forward_equals_rebuilding(generated, database_url):
+    load(database_url, generated)
+    start = date(2023, 10, 30)
+    with connect(database_url) as conn:
+        features.build_features(conn, start)
+    # one day, a week (the 7-day window turns over), and a gap across the 30/90/120-day edges
+    for as_of in (date(2023, 10, 31), date(2023, 11, 7), date(2024, 1, 20)):
+        with connect(database_url) as conn:
+            rolled = features.roll_forward_features(conn, as_of)
+        assert rolled.mode == "incremental"
+        assert 0 < rolled.recomputed_customers < rolled.rows
+        incremental = snapshot(database_url, as_of)
+        with connect(database_url) as conn:
+            features.build_features(conn, as_of)
+        assert_same(incremental, snapshot(database_url, as_of))
+    with connect(database_url) as conn:
+        assert features.snapshot_dates(conn) == [
+            start,
+            date(2023, 10, 31),
+            date(2023, 11, 7),
+            date(2024, 1, 20),
+        ]
+
+
+@pytest.mark.integration
+def test_a_new_day_recomputes_only_the_customers_it_touches(generated, database_url):
+    load(database_url, generated)
+    day = date(2023, 12, 14)
+    with connect(database_url) as conn:
+        features.build_features(conn, day - timedelta(days=1))
+        active = features.changed_customers(conn, day - timedelta(days=1), day)
+        rolled = features.refresh_features(conn, day, "auto", earliest_new_activity=day)
+    assert rolled.mode == "incremental"
+    assert rolled.recomputed_customers == len(active)
+    assert rolled.recomputed_customers < rolled.rows / 5
+
+
+@pytest.mark.integration
+def test_auto_rebuilds_when_late_data_reaches_an_earlier_snapshot(generated, database_url):
+    load(database_url, generated)
+    with connect(database_url) as conn:
+        features.build_features(conn, date(2023, 6, 1))
+        late = features.refresh_features(conn, date(2023, 6, 2), "auto", date(2023, 5, 20))
+        unknown = features.refresh_features(conn, date(2023, 6, 3), "auto", None)
+        new = features.refresh_features(conn, date(2023, 6, 4), "auto", date(2023, 6, 4))
+    assert (late.mode, unknown.mode, new.mode) == ("full", "full", "incremental")
+    assert new.previous_date == date(2023, 6, 3)
+
+
+@pytest.mark.integration
+def test_data_after_the_as_of_date_changes_no_feature(
+    generated, database_url, tmp_path, split_files
+):
+    as_of = date(2023, 11, 15)
+    load(database_url, split_files(generated, tmp_path / "until", None, as_of))
+    with connect(database_url) as conn:
+        features.build_features(conn, as_of)
+    before = snapshot(database_url, as_of)
+
+    load(database_url, generated)  # the rest of the year arrives
+    with connect(database_url) as conn:
+        assert features.data_end(conn) == LAST_DAY
+        features.build_features(conn, as_of)
+    assert_same(before, snapshot(database_url, as_of))
+
+
+@pytest.mark.integration
+def test_training_labels_are_observed_purchases_in_the_next_90_days(generated, database_url):
+    load(database_url, generated)
+    as_of = LAST_DAY - timedelta(days=90)
+    with connect(database_url) as conn:
+        frame = features.training_set(conn, as_of)
+        with pytest.raises(ValueError, match="not observed yet"):
+            features.training_set(conn, as_of + timedelta(days=1))
+
+    sessions = pd.read_csv(
+        generated / "sessions.csv", usecols=["customer_id", "session_date", "purchase_made"]
+    )
+    day = pd.to_datetime(sessions.session_date).dt.date
+    window = (day > as_of) & (day <= as_of + timedelta(days=90)) & sessions.purchase_made
+    buyers = set(sessions.loc[window, "customer_id"])
+    customers = pd.read_csv(generated / "customers.csv", usecols=["customer_id", "signup_date"])
+    eligible = customers[pd.to_datetime(customers.signup_date).dt.date <= as_of]
+    expected = {cid: cid not in buyers for cid in eligible.customer_id}
+
+    assert dict(zip(frame.customer_id, frame.churned_90d, strict=True)) == expected
+    assert 0.2 < frame.churned_90d.mean() < 0.98  # both classes are present
+    assert (frame.as_of_date == as_of).all()
