@@ -198,6 +198,8 @@ def _write_snapshot(conn, as_of: date, queries: list[tuple[str, dict]]) -> int:
     target = sql.Identifier("marts", partition)
     rows = 0
     with conn.cursor() as cur:
+        # the build sorts and hashes every customer's sessions and events: keep it in memory
+        cur.execute("set local work_mem = '256MB'")
         cur.execute(sql.SQL("drop table if exists {}").format(building))
         cur.execute(sql.SQL("create table {} (like marts.customer_features)").format(building))
         for query, params in queries:

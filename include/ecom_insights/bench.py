@@ -1,0 +1,315 @@
+"""`make bench`: ingestion and the feature store at scale, against named peers, in one run.
+
+    python -m ecom_insights.bench [--customers 1000000] [--data DIR] [--home DIR] [--skip-peers]
+
+Steps, each timed on the same files and the same machine:
+1. demo data from the generator (reused when DIR already holds it);
+2. a bare COPY of the files into typed tables shaped like core, with core's keys and
+   indexes, and once without them: the physical reference for ingestion;
+3. the ingestion steps (land, row rules, Great Expectations audit, merge into core);
+4. a full build of the feature snapshot at the data's last day, against the same features
+   computed by the pandas reference and by DuckDB over the same CSV files (each peer in
+   its own process, so that its peak memory is its own);
+5. a roll-forward of that last day from the day before, against the full build.
+
+The figures go to docs/benchmarks.md (the section between the bench markers) and to stdout.
+The bench is no test: `make test` does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from psycopg2 import sql
+
+from ecom_insights.config import PROJECT_ROOT
+
+BENCH_START = date(2023, 1, 1)
+BENCH_DAYS = 730
+BENCH_SEED = 42
+MARK_BEGIN = "<!-- bench:begin -->"
+MARK_END = "<!-- bench:end -->"
+# Typed copies of the core tables for the bare-COPY reference: (file, table, columns).
+COPY_TARGETS = {
+    "customers": "customer_id text primary key, age integer, gender text, location text, "
+    "signup_date date not null, acquisition_channel text",
+    "products": "product_id text primary key, product_name text, category text, "
+    "price numeric(14,2)",
+    "campaigns": "campaign_id text primary key, name text, channel text, start_date date, "
+    "end_date date",
+    "sessions": "session_id text primary key, customer_id text not null, session_date timestamp, "
+    "product_viewed text, browsing_time_sec double precision, purchase_made boolean, "
+    "purchase_amount numeric(14,2), pages_viewed integer, added_to_cart boolean, "
+    "discount_amount numeric(14,2), device text, campaign_id text",
+    "events": "event_id text primary key, session_id text not null, customer_id text not null, "
+    "event_time timestamp, event_type text, product_id text, price numeric(14,2)",
+}
+# core's secondary indexes, rebuilt on the reference tables
+COPY_INDEXES = {
+    "sessions": ["(customer_id, session_date)", "(session_date)"],
+    "events": ["(session_id)", "(customer_id, event_time)", "(event_time)"],
+}
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def measure(self, name: str, function, *args, **kwargs):
+        started = time.perf_counter()
+        result = function(*args, **kwargs)
+        self.seconds[name] = time.perf_counter() - started
+        print(f"bench: {name:<40} {self.seconds[name]:8.1f} s", flush=True)
+        return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--data", type=Path, help="generated data (default: under --home)")
+    parser.add_argument("--home", type=Path, default=Path("/tmp/ecom-bench"))
+    parser.add_argument("--skip-peers", action="store_true", help="no pandas / DuckDB runs")
+    parser.add_argument("--doc", type=Path, default=PROJECT_ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    report = run(
+        args.customers,
+        args.data or args.home / f"data-{args.customers}",
+        args.home,
+        peers=not args.skip_peers,
+    )
+    write_report(
+        args.doc, report, " ".join(["python -m ecom_insights.bench", *(argv or sys.argv[1:])])
+    )
+
+
+def run(customers: int, data: Path, home: Path, *, peers: bool) -> dict:
+    from ecom_insights import features, ingest, warehouse
+    from ecom_insights.generate import generate_dataset
+    from ecom_insights.validation import validate_staging
+
+    timings = Timings()
+    if not (data / "ground_truth.json").exists():
+        timings.measure(
+            "generate",
+            generate_dataset,
+            data,
+            customers=customers,
+            days=BENCH_DAYS,
+            seed=BENCH_SEED,
+            start=BENCH_START,
+        )
+    rows = json.loads((data / "ground_truth.json").read_text())["row_counts"]
+    server_url = warehouse.start_embedded_server(home / "pgdata")
+    databases = {}
+    for name in ("bench_copy", "bench_copy_bare", "bench_ingest"):
+        with warehouse.connect(server_url, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        databases[name] = warehouse.with_database(server_url, name)
+
+    # 2. the physical reference
+    timings.measure("bare COPY, keys and indexes", bare_copy, databases["bench_copy"], data, True)
+    timings.measure(
+        "bare COPY, no keys or indexes", bare_copy, databases["bench_copy_bare"], data, False
+    )
+
+    # 3. ingestion, step by step (as the DAG's tasks run them)
+    url = databases["bench_ingest"]
+    logical = datetime(2025, 1, 1, tzinfo=UTC)
+    with warehouse.connect(url) as conn:
+        timings.measure(
+            "ingest: land (checks, COPY)", ingest.land_files, conn, data, reprocess=True
+        )
+    with warehouse.connect(url) as conn:
+        timings.measure("ingest: row rules", ingest.apply_row_rules, conn, logical)
+    timings.measure(
+        "ingest: Great Expectations audit",
+        validate_staging,
+        url,
+        ["customers", "products", "campaigns", "sessions", "events"],
+        gx_root=PROJECT_ROOT / "great_expectations",
+        data_docs_dir=home / "data_docs",
+        run_name="bench",
+    )
+    with warehouse.connect(url) as conn:
+        timings.measure("ingest: merge into core", ingest.merge_into_core, conn)
+    ingest_total = sum(v for k, v in timings.seconds.items() if k.startswith("ingest:"))
+
+    # 4. the full feature build, and its peers
+    with warehouse.connect(url) as conn:
+        last_day = features.data_end(conn)
+    with warehouse.connect(url) as conn:
+        features.ensure_feature_models(conn)
+    with warehouse.connect(url) as conn:
+        build = timings.measure(
+            "features: full build (PostgreSQL)", features.build_features, conn, last_day
+        )
+    peer_memory = {}
+    if peers:
+        for peer in ("pandas", "duckdb"):
+            seconds, peak_mib = run_peer(peer, data, last_day)
+            timings.seconds[f"features: {peer}"] = seconds
+            peer_memory[peer] = peak_mib
+            print(
+                f"bench: features: {peer:<30} {seconds:8.1f} s, peak {peak_mib:,.0f} MiB",
+                flush=True,
+            )
+
+    # 5. a new day: roll forward from the day before, against the full build
+    with warehouse.connect(url) as conn:
+        timings.measure(
+            "features: full build of the day before",
+            features.build_features,
+            conn,
+            last_day - timedelta(days=1),
+        )
+    with warehouse.connect(url) as conn:
+        rolled = timings.measure(
+            "features: roll forward one day", features.roll_forward_features, conn, last_day
+        )
+    with warehouse.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select pg_size_pretty(pg_database_size(current_database())), "
+            "current_setting('server_version'), current_setting('shared_buffers'), "
+            "current_setting('max_parallel_workers_per_gather')"
+        )
+        size, version, shared_buffers, parallel = cur.fetchone()
+
+    return {
+        "customers": customers,
+        "rows": rows,
+        "seconds": timings.seconds,
+        "ingest_total": ingest_total,
+        "peer_memory_mib": peer_memory,
+        "feature_rows": build.rows,
+        "rolled_recomputed": rolled.recomputed_customers,
+        "last_day": last_day.isoformat(),
+        "database_size": size,
+        "postgres": version,
+        "shared_buffers": shared_buffers,
+        "parallel_workers": parallel,
+        "machine": (
+            f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+        ),
+    }
+
+
+def bare_copy(url: str, data: Path, with_indexes: bool) -> None:
+    """COPY every file into typed tables: the least work that puts the data in PostgreSQL."""
+    from ecom_insights import warehouse
+
+    with warehouse.connect(url) as conn, conn.cursor() as cur:
+        for name, columns in COPY_TARGETS.items():
+            if not with_indexes:
+                columns = columns.replace(" primary key", "")
+            cur.execute(
+                sql.SQL("create table {} ({})").format(sql.Identifier(name), sql.SQL(columns))
+            )
+            with (data / f"{name}.csv").open("rb") as handle:
+                cur.copy_expert(
+                    sql.SQL("copy {} from stdin with (format csv, header true)")
+                    .format(sql.Identifier(name))
+                    .as_string(cur),
+                    handle,
+                    size=1 << 20,
+                )
+            for index in COPY_INDEXES.get(name, []) if with_indexes else []:
+                cur.execute(
+                    sql.SQL("create index on {} {}").format(sql.Identifier(name), sql.SQL(index))
+                )
+
+
+def run_peer(peer: str, data: Path, as_of: date) -> tuple[float, float]:
+    """Seconds and peak resident MiB of one peer computing the features, in a child process
+    (which reports its own peak, so that peers do not see each other's)."""
+    function = "compute_features" if peer == "pandas" else "compute_features_duckdb"
+    code = (
+        "import resource, sys, time; from datetime import date; from pathlib import Path; "
+        "from ecom_insights import features_reference as f; "
+        "t = time.perf_counter(); "
+        f"frame = f.{function}(Path(sys.argv[1]), date.fromisoformat(sys.argv[2])); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(data), as_of.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, peak_kib = result.stdout.split()[-2:]
+    return float(seconds), int(peak_kib) / 1024
+
+
+def write_report(doc: Path, report: dict, command: str) -> None:
+    s = report["seconds"]
+    copy_indexed = s["bare COPY, keys and indexes"]
+    copy_bare = s["bare COPY, no keys or indexes"]
+    full = s["features: full build (PostgreSQL)"]
+    rolled = s["features: roll forward one day"]
+    rows = report["rows"]
+    lines = [
+        MARK_BEGIN,
+        "## Ingestion and the feature store",
+        "",
+        f"Measured by `{command}` (`make bench`) on {date.today():%Y-%m-%d}: "
+        f"{report['customers']:,} customers, {rows.get('sessions', 0):,} sessions, "
+        f"{rows.get('events', 0):,} events, {report['machine']}; PostgreSQL {report['postgres']} "
+        f"(embedded, shared_buffers {report['shared_buffers']}, "
+        f"{report['parallel_workers']} parallel workers per gather); warehouse "
+        f"{report['database_size']} after the run. One run, one machine: every ratio below "
+        "compares two figures of this same run.",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+        *[f"| {name} | {seconds:,.1f} |" for name, seconds in s.items()],
+        "",
+        "| comparison | ratio | target |",
+        "|---|---:|---|",
+        f"| ingestion throughput / bare COPY with core's keys and indexes | "
+        f"{copy_indexed / report['ingest_total']:.2f} | at least 0.7 |",
+        f"| ingestion throughput / bare COPY into unindexed tables | "
+        f"{copy_bare / report['ingest_total']:.2f} | |",
+    ]
+    for peer in ("pandas", "duckdb"):
+        key = f"features: {peer}"
+        if key in s:
+            lines.append(
+                f"| full feature build: PostgreSQL time / {peer} time | {full / s[key]:.2f} | "
+                + ("below 1 (faster)" if peer == "pandas" else "at most 2")
+                + " |"
+            )
+    lines += [
+        f"| roll forward one day / full build | {rolled / full:.3f} | below 0.05 |",
+        "",
+        "Peak memory of the peers (resident, their own process): "
+        + ", ".join(f"{k} {v:,.0f} MiB" for k, v in report["peer_memory_mib"].items())
+        + ". PostgreSQL's memory is bounded by its settings (shared_buffers, and work_mem = "
+        "256MB per sort or hash in the feature build), not by the data's size.",
+        f"The roll-forward recomputed {report['rolled_recomputed']:,} of "
+        f"{report['feature_rows']:,} customers (those with activity on {report['last_day']}).",
+        MARK_END,
+    ]
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if MARK_BEGIN in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        tail = rest.split(MARK_END, 1)[1]
+        text = head + "\n".join(lines) + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    doc.write_text(text)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
