@@ -26,8 +26,15 @@ from psycopg2 import sql
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 FEATURES_TABLE = "customer_features"
-# The views the mart reads, in dependency order: (schema, folder).
-VIEW_LAYERS = (("staging", "staging"), ("intermediate", "intermediate"))
+# The views the mart reads, in dependency order: (schema, name), the SQL in
+# include/sql/<schema>/<name>.sql.
+FEATURE_VIEWS = (
+    ("staging", "stg_sessions"),
+    ("staging", "stg_events"),
+    ("staging", "stg_products"),
+    ("intermediate", "int_sessions_enriched"),
+    ("intermediate", "int_session_events_aggregated"),
+)
 # Days after D over which churn is observed for the training label.
 CHURN_HORIZON_DAYS = 90
 
