@@ -57,17 +57,13 @@ def ensure_feature_models(conn) -> None:
     the partitioned marts.customer_features table."""
     with conn.cursor() as cur:
         cur.execute(_sql("ddl/features.sql"))
-        views = [
-            (schema, path.stem, path.read_text())
-            for schema, folder in VIEW_LAYERS
-            for path in sorted((SQL_DIR / folder).glob("*.sql"))
-        ]
         cur.execute("create schema if not exists staging")
-        for schema, name, _ in reversed(views):
+        for schema, name in reversed(FEATURE_VIEWS):
             cur.execute(
                 sql.SQL("drop view if exists {} cascade").format(sql.Identifier(schema, name))
             )
-        for schema, name, query in views:
+        for schema, name in FEATURE_VIEWS:
+            query = _sql(f"{schema}/{name}.sql")
             cur.execute(
                 sql.SQL("create view {} as {}").format(sql.Identifier(schema, name), sql.SQL(query))
             )
