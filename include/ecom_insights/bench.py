@@ -263,8 +263,9 @@ def write_report(doc: Path, report: dict, command: str) -> None:
         "## Ingestion and the feature store",
         "",
         f"Measured by `{command}` (`make bench`) on {date.today():%Y-%m-%d}: "
-        f"{report['customers']:,} customers, {rows.get('sessions', 0):,} sessions, "
-        f"{rows.get('events', 0):,} events, {report['machine']}; PostgreSQL {report['postgres']} "
+        f"{report['customers']:,} customers, {rows.get('sessions.csv', 0):,} sessions, "
+        f"{rows.get('events.csv', 0):,} events, {report['machine']}; "
+        f"PostgreSQL {report['postgres']} "
         f"(embedded, shared_buffers {report['shared_buffers']}, "
         f"{report['parallel_workers']} parallel workers per gather); warehouse "
         f"{report['database_size']} after the run. One run, one machine: every ratio below "

@@ -24,7 +24,8 @@ import gzip
 import hashlib
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -626,16 +627,56 @@ def merge_into_core(conn) -> dict[str, dict[str, int]]:
             identifiers = sql.SQL(", ").join(map(sql.Identifier, columns))
             cur.execute(sql.SQL("select not exists (select 1 from {})").format(core))
             if cur.fetchone()[0]:
-                cur.execute(
-                    sql.SQL("insert into {} ({}) select {} from {}").format(
-                        core, identifiers, identifiers, staging
+                with _indexes_rebuilt_after(cur, source.name):
+                    cur.execute(
+                        sql.SQL("insert into {} ({}) select {} from {}").format(
+                            core, identifiers, identifiers, staging
+                        )
                     )
-                )
-                counts[source.name] = {"inserted": cur.rowcount, "updated": 0}
+                    counts[source.name] = {"inserted": cur.rowcount, "updated": 0}
             else:
                 counts[source.name] = _upsert(cur, source, core, staging, columns)
             cur.execute(sql.SQL("analyze {}").format(core))
     return counts
+
+
+@contextmanager
+def _indexes_rebuilt_after(cur, table: str) -> Iterator[None]:
+    """Drop core.<table>'s indexes (its primary key included) for a bulk insert into the
+    empty table and build them again after it: one sorted build per index is several times
+    faster than maintaining each index row by row. All in the caller's transaction."""
+    cur.execute(
+        """
+        select i.relname, pg_get_indexdef(i.oid), c.conname, pg_get_constraintdef(c.oid)
+        from pg_index x
+        join pg_class i on i.oid = x.indexrelid
+        left join pg_constraint c on c.conindid = x.indexrelid and c.contype = 'p'
+        where x.indrelid = %s::regclass
+        """,
+        (f"core.{table}",),
+    )
+    indexes = cur.fetchall()
+    for index, _, constraint, _ in indexes:
+        if constraint:
+            cur.execute(
+                sql.SQL("alter table {} drop constraint {}").format(
+                    sql.Identifier("core", table), sql.Identifier(constraint)
+                )
+            )
+        else:
+            cur.execute(sql.SQL("drop index {}").format(sql.Identifier("core", index)))
+    yield
+    for _, definition, constraint, constraint_definition in indexes:
+        if constraint:
+            cur.execute(
+                sql.SQL("alter table {} add constraint {} {}").format(
+                    sql.Identifier("core", table),
+                    sql.Identifier(constraint),
+                    sql.SQL(constraint_definition),
+                )
+            )
+        else:
+            cur.execute(definition)
 
 
 def _upsert(cur, source: Source, core, staging, columns: list[str]) -> dict[str, int]:
