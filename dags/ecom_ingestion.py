@@ -132,6 +132,8 @@ def ecom_ingestion():
         with connect(warehouse_url()) as conn:
             first_day, last_day = ingest.batch_activity_range(conn)
             counts = ingest.merge_into_core(conn)
+        if ingest.catalogue_changed(counts):
+            first_day = None  # every customer's category features may move: no roll-forward
         batch = {
             "as_of_date": as_of_date(context).isoformat(),
             # downstream refreshes tell new days from late data by these

@@ -726,6 +726,13 @@ def batch_activity_range(conn) -> tuple[date | None, date | None]:
         return cur.fetchone()
 
 
+def catalogue_changed(merge_counts: dict[str, dict[str, int]]) -> bool:
+    """Whether a merge inserted or changed products: every customer's category features may
+    then move, so downstream refreshes must not carry old values forward."""
+    products = merge_counts.get("products", {})
+    return bool(products.get("inserted") or products.get("updated"))
+
+
 def record_load_log(
     conn,
     files: Iterable[FileResult],

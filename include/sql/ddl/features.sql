@@ -27,7 +27,9 @@ returns numeric
 language sql
 immutable
 as $$
-    select round(last_30d / nullif(previous_90d / 3.0, 0), 4)
+    -- multiply first: dividing previous_90d by 3 first rounds it to 16 digits and can tip a
+    -- tie (1 / (32/3) = 0.09375 must round to 0.0938)
+    select round(last_30d * 3 / nullif(previous_90d, 0), 4)
 $$;
 
 -- the meteorological season of a day in the northern hemisphere

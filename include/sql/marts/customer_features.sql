@@ -75,10 +75,11 @@ session_stats as (
               and session_date > %(as_of_date)s::date - 120
               and session_date <= %(as_of_date)s::date - 30
         ), 0) as monetary_prev_90d,
-        -- categories (NULL without products.csv); ties go to the first in alphabetical order
+        -- categories (NULL without products.csv); ties go to the first byte by byte
+        -- (collation "C", whatever the database's own collation)
         count(distinct product_category) as categories_viewed,
-        mode() within group (order by product_category) as top_category,
-        mode() within group (order by product_category) filter (
+        mode() within group (order by product_category collate "C") as top_category,
+        mode() within group (order by product_category collate "C") filter (
             where purchase_made
         ) as favourite_category,
         -- habits; ties go to the earliest hour and weekday
