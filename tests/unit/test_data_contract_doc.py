@@ -197,9 +197,10 @@ def quarantine_reasons(source: contract.Source) -> list[str]:
     They are taken from the statement that ingestion runs, so a new rule, a new column or a
     reworded reason shows up here without this test knowing how reasons are built.
     """
-    statement = ingest._checked_rows_sql(source, "pg_input_is_valid")
+    statements = [ingest._checked_rows_sql(source), ingest._mark_duplicates_sql(source)]
     return [
         value
+        for statement in statements
         for value in sql_literals(statement)
         if isinstance(value, str) and re.match(r"\w+: \S", value)
     ]
