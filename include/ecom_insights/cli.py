@@ -2,6 +2,7 @@
 
 ecom generate --out DIR [--customers N] [--days D] [--seed S] [--start DATE] [--shift-date DATE]
 ecom run [--data DIR] [--as-of DATE]      run the pipeline's DAGs once and print a summary
+ecom convert FORMAT SRC... --out DIR       write the contract's files from a real export
 ecom db-url                               print the warehouse URL (starts the embedded one)
 ecom airflow ARGS...                      the airflow CLI on this project's home
 """
@@ -14,6 +15,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from ecom_insights.adapters import COLUMN_ROLES as CONVERT_COLUMN_ROLES
+from ecom_insights.adapters import FORMATS as CONVERT_FORMATS
 from ecom_insights.config import load_settings
 
 # The demo data that `ecom run` generates when no --data is given: big enough for every
@@ -65,6 +68,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    convert = commands.add_parser(
+        "convert",
+        help="write the data contract's files from a real export (docs/bring-your-own-data.md)",
+    )
+    convert.add_argument(
+        "format", choices=CONVERT_FORMATS, help="transactions (mapped), a preset, or clickstream"
+    )
+    convert.add_argument("src", type=Path, nargs="+", help="export file(s), .csv or .csv.gz")
+    convert.add_argument("--out", type=Path, required=True, help="directory for the files")
+    convert.add_argument("--mapping", type=Path, help="YAML file: column roles and rules")
+    convert.add_argument(
+        "--force", action="store_true", help="replace input files already in --out"
+    )
+    convert.add_argument("--memory-limit", help="the scratch store's memory, e.g. 4GB (1GB)")
+    mapped = convert.add_argument_group("column mapping (transactions; override a preset)")
+    for role in CONVERT_COLUMN_ROLES:
+        mapped.add_argument(f"--{role.replace('_', '-')}", dest=role, metavar="COLUMN")
+    mapped.add_argument(
+        "--timestamp-format", metavar="FORMAT", help="strptime format (default: ISO 8601)"
+    )
+    mapped.add_argument(
+        "--cancelled-prefix",
+        dest="cancelled_order_prefix",
+        metavar="PREFIX",
+        help="the start of a cancelled order's id (online-retail: C)",
+    )
+    mapped.add_argument(
+        "--non-product",
+        dest="non_product_codes",
+        action="append",
+        metavar="CODE",
+        help="a product code that is a fee or adjustment, not a product (repeatable)",
+    )
+    mapped.add_argument("--delimiter", help="one character, or 'whitespace'")
+    mapped.add_argument("--encoding")
+    convert.set_defaults(handler=_convert)
+
     db_url = commands.add_parser("db-url", help="print the warehouse URL in use")
     db_url.set_defaults(handler=_db_url)
 
@@ -92,6 +132,34 @@ def _generate(args) -> int:
     )
     rows = truth.get("row_counts", {})
     print(f"wrote {args.out}: " + ", ".join(f"{name} {count:,}" for name, count in rows.items()))
+    return 0
+
+
+def _convert(args) -> int:
+    from ecom_insights import adapters
+
+    option_names = (
+        *CONVERT_COLUMN_ROLES,
+        "timestamp_format",
+        "cancelled_order_prefix",
+        "non_product_codes",
+        "delimiter",
+        "encoding",
+    )
+    try:
+        summary = adapters.convert(
+            args.format,
+            args.src,
+            args.out,
+            mapping_file=args.mapping,
+            options={name: getattr(args, name) for name in option_names},
+            force=args.force,
+            memory_limit=args.memory_limit,
+        )
+    except adapters.ConvertError as error:
+        raise PipelineError(str(error)) from error
+    print(summary.describe())
+    print(f"next: ecom run --data {args.out}")
     return 0
 
 
