@@ -442,12 +442,13 @@ def apply_row_rules(conn, logical_date: datetime) -> dict[str, dict[str, int]]:
             cur.execute("drop table if exists _typed; drop table if exists _checked")
             cur.execute(_typed_rows_sql(source, is_valid))
             cur.execute(_checked_rows_sql(source))
+            cur.execute("drop table _typed")  # its rows are in _checked: free the space now
             cur.execute(_mark_duplicates_sql(source))
             counts[source.name] = {
                 "loaded": _insert_good_rows(cur, conn, source),
                 "quarantined": _insert_quarantined_rows(cur, source, logical_date),
             }
-            cur.execute("drop table _typed; drop table _checked")
+            cur.execute("drop table _checked")
             cur.execute(sql.SQL("analyze {}").format(sql.Identifier("staging", source.name)))
     return counts
 
