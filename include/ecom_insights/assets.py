@@ -40,3 +40,16 @@ MARTS_CUSTOMER_FEATURES = table_asset("marts", "customer_features")
 
 # Published by the warehouse-health DAG.
 MARTS_DATA_HEALTH = table_asset("marts", "data_health")
+
+# Published by the analytics DAG, one snapshot per as-of date each.
+MARTS_PRODUCT_FUNNEL = table_asset("marts", "product_funnel")
+MARTS_FUNNEL_LEAKAGE = table_asset("marts", "funnel_leakage")
+MARTS_CROSS_SELL_RULES = table_asset("marts", "cross_sell_rules")
+MARTS_CROSS_SELL_RECOMMENDATIONS = table_asset("marts", "cross_sell_recommendations")
+MARTS_DEMAND_TRENDS = table_asset("marts", "demand_trends")
+MARTS_SEASONALITY_PROFILE = table_asset("marts", "seasonality_profile")
+# The seasonality-shift signal that the monitoring DAG uses to trigger retraining.
+MARTS_SEASONALITY_SHIFT = table_asset("marts", "seasonality_shift")
+MARTS_CAMPAIGN_LIFT = table_asset("marts", "campaign_lift")
+MARTS_COHORT_AOV = table_asset("marts", "cohort_aov")
+MARTS_COHORT_RETENTION = table_asset("marts", "cohort_retention")
