@@ -25,6 +25,7 @@ def pipeline_summary(url: str, as_of: date, outcomes, settings: Settings) -> str
                 continue
             cur.execute(f"select count(*) from core.{source.name}")  # names from the contract
             lines.append(f"    core.{source.name:<12} {cur.fetchone()[0]:>12,} rows")
+        lines += _mart_lines(cur, as_of)
         cur.execute("select to_regclass('raw.load_log') is not null")
         if cur.fetchone()[0]:
             lines += _load_lines(cur)
@@ -33,6 +34,33 @@ def pipeline_summary(url: str, as_of: date, outcomes, settings: Settings) -> str
     ecom = Path(sys.executable).with_name("ecom")
     lines.append(f"  Airflow UI     ECOM_HOME={settings.home} {ecom} airflow standalone")
     return "\n".join(lines)
+
+
+def _mart_lines(cur, as_of: date) -> list[str]:
+    """Rows of each mart for this as-of date (every mart row carries its as_of_date)."""
+    from psycopg2 import sql
+
+    cur.execute(
+        """
+        select c.relname
+        from pg_class c
+        join pg_namespace n on n.oid = c.relnamespace
+        join pg_attribute a on a.attrelid = c.oid and a.attname = 'as_of_date'
+        where n.nspname = 'marts' and c.relkind in ('r', 'p') and not c.relispartition
+        order by c.relname
+        """
+    )
+    marts = [row[0] for row in cur.fetchall()]
+    lines = ["", f"  marts (rows as of {as_of})"] if marts else []
+    for name in marts:
+        cur.execute(
+            sql.SQL("select count(*) from {} where as_of_date = %s").format(
+                sql.Identifier("marts", name)
+            ),
+            (as_of,),
+        )
+        lines.append(f"    marts.{name:<28} {cur.fetchone()[0]:>10,} rows")
+    return lines
 
 
 def _load_lines(cur) -> list[str]:
