@@ -19,7 +19,7 @@ one transaction: readers see the old snapshot or the new one, never half of one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from psycopg2 import sql
@@ -250,7 +250,7 @@ def training_set(conn, as_of: date, horizon_days: int = CHURN_HORIZON_DAYS):
     import pandas as pd
 
     end = data_end(conn)
-    if end is None or as_of > end - _days(horizon_days):
+    if end is None or as_of > end - timedelta(days=horizon_days):
         raise ValueError(
             f"as-of date {as_of} is less than {horizon_days} days before the data's end "
             f"({end}): its churn labels are not observed yet"
@@ -273,9 +273,3 @@ def training_set(conn, as_of: date, horizon_days: int = CHURN_HORIZON_DAYS):
         cur.execute(query, {"as_of": as_of, "horizon": horizon_days})
         columns = [d[0] for d in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=columns)
-
-
-def _days(n: int):
-    from datetime import timedelta
-
-    return timedelta(days=n)

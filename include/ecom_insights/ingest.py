@@ -791,24 +791,6 @@ def record_load_log(
             )
 
 
-def quarantine_summary(conn, file_sha256s: Iterable[str]) -> list[dict]:
-    """Quarantined rows of these files, counted by source and reason, most frequent first."""
-    with conn.cursor() as cur:
-        cur.execute(
-            """
-            select source, reason, count(*) as row_count, min(row_number) as first_row,
-                   min(file_name) as file_name
-            from raw.quarantine, unnest(reasons) as reason
-            where file_sha256 = any(%s)
-            group by source, reason
-            order by row_count desc, source, reason
-            """,
-            (list(file_sha256s),),
-        )
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 def rejection_report(files: Iterable[dict], empty_sources: Iterable[str] = ()) -> str | None:
     """A message naming every rejected file and why, and every required source that core
     still lacks; None when there is nothing to report."""

@@ -189,24 +189,25 @@ def campaign_lifts(
     return pd.DataFrame(rows, columns=CAMPAIGN_LIFT_COLUMNS)
 
 
+# What the seasonal baseline gives a campaign: its counterfactual and the lifts against it.
+COUNTERFACTUAL_COLUMNS = [
+    "baseline_conversion_rate",
+    "expected_orders",
+    "incremental_orders",
+    "conversion_lift",
+    "conversion_lift_lower",
+    "conversion_lift_upper",
+    "baseline_revenue_per_session",
+    "expected_revenue",
+    "incremental_revenue",
+    "revenue_lift",
+    "revenue_lift_lower",
+    "revenue_lift_upper",
+]
+
+
 def _counterfactual(carried, orders_model, revenue_model, z) -> dict:
-    empty = dict.fromkeys(
-        [
-            "baseline_conversion_rate",
-            "expected_orders",
-            "incremental_orders",
-            "conversion_lift",
-            "conversion_lift_lower",
-            "conversion_lift_upper",
-            "baseline_revenue_per_session",
-            "expected_revenue",
-            "incremental_revenue",
-            "revenue_lift",
-            "revenue_lift_lower",
-            "revenue_lift_upper",
-        ],
-        np.nan,
-    )
+    empty = dict.fromkeys(COUNTERFACTUAL_COLUMNS, np.nan)
     if carried is None or carried.sessions.sum() == 0 or orders_model is None:
         return empty
     days = pd.DatetimeIndex(carried.index)
@@ -285,18 +286,7 @@ CAMPAIGN_LIFT_COLUMNS = [
     "revenue",
     "conversion_rate",
     "revenue_per_session",
-    "baseline_conversion_rate",
-    "expected_orders",
-    "incremental_orders",
-    "conversion_lift",
-    "conversion_lift_lower",
-    "conversion_lift_upper",
-    "baseline_revenue_per_session",
-    "expected_revenue",
-    "incremental_revenue",
-    "revenue_lift",
-    "revenue_lift_lower",
-    "revenue_lift_upper",
+    *COUNTERFACTUAL_COLUMNS,
     "concurrent_sessions",
     "concurrent_conversion_rate",
     "concurrent_conversion_lift",
