@@ -1,0 +1,288 @@
+"""Training, the champion/challenger rule and scoring, against the warehouse and the registry.
+
+The DAGs call these functions; the models themselves (models.churn, models.clv, ...) are pure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from psycopg2.extras import execute_values
+
+from ecom_insights.features import snapshot_dates, training_set
+from ecom_insights.models import churn
+from ecom_insights.models import params as P
+from ecom_insights.models.registry import CHALLENGER, CHAMPION, ModelVersion, Registry
+
+CHURN_EXPERIMENT = "ecom_churn"
+
+
+class NoChampion(RuntimeError):
+    """Scoring was asked for while no model version holds the champion alias."""
+
+
+def activity_range(conn, as_of: date | None = None) -> tuple[date, date]:
+    """First and last session day in core (up to `as_of` when given)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select min(session_date), max(session_date) from core.sessions "
+            "where %(as_of)s::date is null or session_date <= %(as_of)s",
+            {"as_of": as_of},
+        )
+        start, end = cur.fetchone()
+    if start is None:
+        raise ValueError("core.sessions is empty: nothing to train on")
+    return start, end
+
+
+def bgnbd_churn_baselines(conn, as_of: date, horizon_days: int = P.CHURN_HORIZON_DAYS):
+    """BG/NBD fitted on the purchases up to `as_of` (days as the time unit), per customer
+    with a purchase, indexed by customer_id:
+
+    - `p_alive`: P(alive at as_of), the baseline the issue names;
+    - `p_no_purchase`: P(no purchase in (as_of, as_of + horizon]) = (1 - p_alive) +
+      p_alive * ((alpha + T) / (alpha + T + horizon)) ** (r + x), since a customer alive at T
+      has purchase rate Gamma(r + x, alpha + T) (Fader, Hardie and Lee 2005). It answers the
+      churn label's own question, so it is the stronger of the two.
+    """
+    from lifetimes import BetaGeoFitter
+
+    query = """
+        with days as (
+            select customer_id, session_date
+            from core.sessions
+            where purchase_made and session_date <= %(as_of)s
+            group by customer_id, session_date
+        )
+        select customer_id,
+               count(*) - 1 as frequency,
+               max(session_date) - min(session_date) as recency,
+               %(as_of)s::date - min(session_date) as t
+        from days
+        group by customer_id
+    """
+    with conn.cursor() as cur:
+        cur.execute(query, {"as_of": as_of})
+        summary = pd.DataFrame(cur.fetchall(), columns=["customer_id", "frequency", "recency", "T"])
+    x, t_x, t = (summary[c].astype(float) for c in ("frequency", "recency", "T"))
+    fitted = BetaGeoFitter(penalizer_coef=0.001).fit(x, t_x, t)
+    r, alpha = fitted.params_["r"], fitted.params_["alpha"]
+    alive = np.asarray(fitted.conditional_probability_alive(x, t_x, t), dtype=float)
+    quiet_if_alive = ((alpha + t) / (alpha + t + horizon_days)) ** (r + x)
+    return pd.DataFrame(
+        {"p_alive": alive, "p_no_purchase": (1 - alive) + alive * quiet_if_alive.to_numpy()},
+        index=summary["customer_id"],
+    )
+
+
+@dataclass
+class ChurnTraining:
+    """What one training produced, as logged to the registry."""
+
+    windows: churn.Windows
+    metrics: dict[str, float]
+    ships: bool
+    run_id: str
+    version: ModelVersion | None = None
+    promoted: bool = False
+    reason: str = ""
+    top_drivers: dict[str, float] = field(default_factory=dict)
+
+
+def churn_snapshots(conn, windows: churn.Windows) -> dict[date, pd.DataFrame]:
+    """Training sets (features at D plus churned_90d) for every date of `windows`."""
+    dates = [*windows.train, windows.calibration, windows.validation]
+    return {d: training_set(conn, d) for d in dates}
+
+
+def evaluate_churn(conn, model: churn.ChurnModel, validation: pd.DataFrame) -> dict[str, float]:
+    """The model and the baselines on the validation window: model_* (ROC-AUC, PR-AUC, Brier,
+    ECE), bgnbd_alive_* (1 - P(alive)), bgnbd_* (P(no purchase in the horizon)), rfm_* (the
+    RFM rule), and the window's size."""
+    frame = churn.eligible(validation).reset_index(drop=True)
+    y = frame[churn.LABEL].astype(int).to_numpy()
+    metrics = {
+        f"model_{k}": v
+        for k, v in churn.classification_metrics(
+            y, model.predict_proba(frame), probabilities=True
+        ).items()
+    }
+    bgnbd = bgnbd_churn_baselines(conn, model.windows.validation).reindex(frame["customer_id"])
+    for name, risk in (
+        ("bgnbd_alive", 1.0 - bgnbd["p_alive"].to_numpy()),
+        ("bgnbd", bgnbd["p_no_purchase"].to_numpy()),
+    ):
+        metrics |= {
+            f"{name}_{k}": v
+            for k, v in churn.classification_metrics(y, risk, probabilities=True).items()
+        }
+    metrics |= {
+        f"rfm_{k}": v
+        for k, v in churn.classification_metrics(
+            y, churn.rfm_rule_score(frame), probabilities=False
+        ).items()
+    }
+    metrics["validation_customers"] = float(len(frame))
+    metrics["validation_churn_rate"] = float(y.mean())
+    return metrics
+
+
+def beats_baselines(metrics: dict[str, float], metric: str = P.CHAMPION_METRIC) -> bool:
+    """The shipping rule: better than both BG/NBD scores and the RFM rule on the validation
+    window."""
+    baselines = (metrics[f"{name}_{metric}"] for name in ("bgnbd_alive", "bgnbd", "rfm"))
+    return metrics[f"model_{metric}"] > max(baselines)
+
+
+def challenger_wins(
+    challenger: float, champion: float, min_improvement: float = P.CHAMPION_MIN_IMPROVEMENT
+) -> bool:
+    """A challenger replaces the champion only if strictly better by the margin."""
+    return challenger > champion + min_improvement
+
+
+def register_and_decide(
+    conn,
+    registry: Registry,
+    model: churn.ChurnModel,
+    metrics: dict[str, float],
+    validation: pd.DataFrame,
+) -> ChurnTraining:
+    """Log the run; register the model if it beats both baselines; then apply the
+    champion/challenger rule on this (the newest) validation window: the current champion is
+    re-scored on it, and the new version takes `champion` only if it is better."""
+    ships = beats_baselines(metrics)
+    importance = churn.driver_importance(model, churn.eligible(validation))
+    params = {
+        **P.CHURN_LGBM_PARAMS,
+        **model.windows.as_dict(),
+        "features": ",".join(model.features),
+    }
+    tags = {"ships": str(ships).lower(), "validation_date": model.windows.validation.isoformat()}
+    run_id, version = registry.log_run(
+        CHURN_EXPERIMENT,
+        params,
+        metrics,
+        tags,
+        model=model,
+        register_as=P.CHURN_MODEL_NAME if ships else None,
+    )
+    outcome = ChurnTraining(
+        model.windows,
+        metrics,
+        ships,
+        run_id,
+        version,
+        top_drivers=importance.head(10).round(6).to_dict(),
+    )
+    if not ships:
+        outcome.reason = (
+            f"not shipped: {P.CHAMPION_METRIC} {metrics['model_' + P.CHAMPION_METRIC]:.4f} "
+            f"does not beat BG/NBD {metrics['bgnbd_' + P.CHAMPION_METRIC]:.4f} "
+            f"(P(alive) {metrics['bgnbd_alive_' + P.CHAMPION_METRIC]:.4f}) and RFM "
+            f"{metrics['rfm_' + P.CHAMPION_METRIC]:.4f}"
+        )
+        return outcome
+    current = registry.alias(P.CHURN_MODEL_NAME, CHAMPION)
+    if current is None:
+        registry.set_alias(version, CHAMPION)
+        outcome.promoted, outcome.reason = True, "first champion"
+        return outcome
+    champion_model = registry.load(current)
+    frame = churn.eligible(validation)
+    champion_metric = churn.classification_metrics(
+        frame[churn.LABEL].astype(int), champion_model.predict_proba(frame), probabilities=False
+    )[P.CHAMPION_METRIC]
+    challenger_metric = metrics[f"model_{P.CHAMPION_METRIC}"]
+    newer_champion = champion_model.windows.validation > model.windows.validation
+    if not newer_champion and challenger_wins(challenger_metric, champion_metric):
+        registry.set_alias(version, CHAMPION)
+        outcome.promoted = True
+        outcome.reason = (
+            f"{P.CHAMPION_METRIC} {challenger_metric:.4f} beats champion {current.label} "
+            f"at {champion_metric:.4f} on {model.windows.validation}"
+        )
+    else:
+        registry.set_alias(version, CHALLENGER)
+        outcome.reason = (
+            f"champion {current.label} kept: {P.CHAMPION_METRIC} {champion_metric:.4f} vs "
+            f"challenger {challenger_metric:.4f} on {model.windows.validation}"
+            + (" (the champion was validated on newer data)" if newer_champion else "")
+        )
+    return outcome
+
+
+def train_churn(conn, registry: Registry, as_of: date | None = None) -> ChurnTraining:
+    """Train on the data up to `as_of` (all of it when None), evaluate against the baselines
+    on the newest labelled window, register, and apply the champion/challenger rule."""
+    start, end = activity_range(conn, as_of)
+    windows = churn.training_windows(start, end)
+    snapshots = churn_snapshots(conn, windows)
+    conn.commit()
+    model = churn.train(snapshots, windows)
+    metrics = evaluate_churn(conn, model, snapshots[windows.validation])
+    model.metrics = metrics
+    return register_and_decide(conn, registry, model, metrics, snapshots[windows.validation])
+
+
+# --- scoring
+
+CHURN_SCORES_DDL = """
+create table if not exists marts.churn_scores (
+    customer_id text not null,
+    as_of_date date not null,
+    churn_probability double precision not null,
+    risk_band text not null,
+    top_drivers jsonb not null,
+    model_version text not null,
+    primary key (as_of_date, customer_id)
+)
+"""
+
+
+def features_at(conn, as_of: date) -> pd.DataFrame:
+    """The feature snapshot at `as_of` (built when missing)."""
+    from ecom_insights.features import build_features
+
+    if as_of not in snapshot_dates(conn):
+        build_features(conn, as_of)
+    with conn.cursor() as cur:
+        cur.execute(
+            "select * from marts.customer_features where as_of_date = %s order by customer_id",
+            (as_of,),
+        )
+        columns = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def score_churn(conn, registry: Registry, as_of: date) -> int:
+    """Write marts.churn_scores for `as_of` with the champion; return the rows written."""
+    champion = registry.alias(P.CHURN_MODEL_NAME, CHAMPION)
+    if champion is None:
+        raise NoChampion(
+            f"no {P.CHURN_MODEL_NAME} model holds the '{CHAMPION}' alias: run the "
+            "ecom_training DAG first (a trained model ships only if it beats the baselines)"
+        )
+    model = registry.load(champion)
+    scores = churn.score(model, features_at(conn, as_of), champion.label)
+    rows = [
+        (
+            r.customer_id,
+            r.as_of_date,
+            float(r.churn_probability),
+            r.risk_band,
+            json.dumps(r.top_drivers),
+            r.model_version,
+        )
+        for r in scores.itertuples(index=False)
+    ]
+    with conn.cursor() as cur:
+        cur.execute("create schema if not exists marts")
+        cur.execute(CHURN_SCORES_DDL)
+        cur.execute("delete from marts.churn_scores where as_of_date = %s", (as_of,))
+        execute_values(cur, "insert into marts.churn_scores values %s", rows, page_size=5000)
+    return len(rows)
