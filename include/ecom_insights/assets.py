@@ -53,3 +53,13 @@ MARTS_SEASONALITY_SHIFT = table_asset("marts", "seasonality_shift")
 MARTS_CAMPAIGN_LIFT = table_asset("marts", "campaign_lift")
 MARTS_COHORT_AOV = table_asset("marts", "cohort_aov")
 MARTS_COHORT_RETENTION = table_asset("marts", "cohort_retention")
+
+# Published by the scoring DAG, one snapshot per as-of date each.
+MARTS_CHURN_SCORES = table_asset("marts", "churn_scores")
+MARTS_CUSTOMER_VALUE = table_asset("marts", "customer_value")
+MARTS_EARLY_HIGH_VALUE = table_asset("marts", "early_high_value")
+MARTS_CUSTOMER_SEGMENTS = table_asset("marts", "customer_segments")
+
+# Published by the training DAG when it has trained and registered the models (whether or not
+# the champion changed): the scoring DAG re-scores on it.
+MODELS_TRAINED = Asset(name="models.trained", uri="mlflow://registry/ecom_models")

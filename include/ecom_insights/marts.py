@@ -7,6 +7,7 @@ same date replaces rather than duplicates, and snapshots of other dates stay.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -19,11 +20,14 @@ def mart_sql(name: str) -> str:
     return (MARTS_SQL_DIR / f"{name}.sql").read_text()
 
 
-def refresh_mart(conn, name: str, as_of_date: date) -> int:
-    """Replace marts.<name>'s rows for `as_of_date`; return how many rows it now has for it."""
+def refresh_mart(
+    conn, name: str, as_of_date: date, parameters: Mapping[str, object] | None = None
+) -> int:
+    """Replace marts.<name>'s rows for `as_of_date`; return how many rows it now has for it.
+    `parameters` binds the SQL's other parameters (thresholds, lists)."""
     query = mart_sql(name)
     table = sql.Identifier("marts", name)
-    params = {"as_of_date": as_of_date}
+    params = {**(parameters or {}), "as_of_date": as_of_date}
     with conn.cursor() as cur:
         cur.execute("create schema if not exists marts")
         cur.execute(

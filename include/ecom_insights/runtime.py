@@ -24,7 +24,14 @@ from ecom_insights.config import PROJECT_ROOT, Settings
 from ecom_insights.warehouse import airflow_connection_json
 
 # The pipeline's DAGs in dependency order (each consumes Assets of the ones before it).
-PIPELINE_DAGS = ("ecom_ingestion", "ecom_warehouse_health", "ecom_analytics", "ecom_features")
+PIPELINE_DAGS = (
+    "ecom_ingestion",
+    "ecom_warehouse_health",
+    "ecom_analytics",
+    "ecom_features",
+    "ecom_training",
+    "ecom_scoring",
+)
 
 
 def airflow_environment(

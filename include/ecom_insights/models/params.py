@@ -57,3 +57,15 @@ SEGMENT_LOST_DAYS = 365  # no purchase for more than this many days
 SEGMENT_HIBERNATING_DAYS = 180  # no purchase for more than this many days
 SEGMENT_HIGH_LTV_PERCENTILE = 90  # expected 365-day value at or above this percentile
 SEGMENT_LOYAL_MIN_PURCHASES = 3
+# The play for each segment, in precedence order (the first matching rule wins).
+SEGMENT_ACTIONS = {
+    "new": "Onboarding nudge: welcome series and a first-order incentive within 30 days",
+    "prospect": "First-purchase nudge: browse-abandonment reminder with the viewed products",
+    "lost": "Last-chance reactivation email, then suppress from paid retargeting",
+    "hibernating": "Win-back offer: time-limited discount on the favourite category",
+    "at_risk": "Retention play: personal outreach from customer success for the top value at "
+    "risk, a targeted offer on the churn drivers for the rest",
+    "high_ltv": "VIP treatment: early access, free express shipping, dedicated support",
+    "loyal": "Loyalty perk: points multiplier and a referral invitation",
+    "active": "Cross-sell: recommend the top co-purchased products of their last order",
+}

@@ -286,3 +286,11 @@ def score_churn(conn, registry: Registry, as_of: date) -> int:
         cur.execute("delete from marts.churn_scores where as_of_date = %s", (as_of,))
         execute_values(cur, "insert into marts.churn_scores values %s", rows, page_size=5000)
     return len(rows)
+
+
+def open_registry(conn, warehouse_url: str) -> Registry:
+    """The registry of this warehouse, with model files under ECOM_HOME (or where
+    ECOM_MLFLOW_ARTIFACTS says)."""
+    from ecom_insights.config import load_settings
+
+    return Registry.for_warehouse(conn, warehouse_url, load_settings().home)

@@ -1,0 +1,90 @@
+"""
+# Scoring: churn risk, customer value, segments
+
+Runs when a feature snapshot is published (scheduled on `marts.customer_features`) or the
+models were retrained (`models.trained`), for the snapshot's as-of date D:
+
+- **score_churn**: `marts.churn_scores` with the champion churn model: probability, risk
+  band and each customer's top drivers (TreeSHAP contributions).
+- **refresh_segments**: `marts.customer_segments`, a segment with its recommended action and a
+  score to rank by; then **export_segments** writes one CSV per segment for campaign tools
+  under ECOM_HOME/exports/segments/D/.
+
+Every mart is replaced for D on a re-run. docs/model-card.md describes the models and the
+segment rules.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import dag, get_current_context, task
+
+from ecom_insights.assets import (
+    MARTS_CHURN_SCORES,
+    MARTS_CUSTOMER_FEATURES,
+    MARTS_CUSTOMER_SEGMENTS,
+    MODELS_TRAINED,
+)
+from ecom_insights.orchestration import PIPELINE_START
+
+
+@dag(
+    dag_id="ecom_scoring",
+    schedule=(MARTS_CUSTOMER_FEATURES | MODELS_TRAINED),
+    start_date=PIPELINE_START,
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "data-science",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=2),
+    },
+    tags=["ecom", "models"],
+    doc_md=__doc__,
+)
+def ecom_scoring():
+    @task(outlets=[MARTS_CHURN_SCORES])
+    def score_churn() -> dict:
+        from ecom_insights.models.pipeline import open_registry
+        from ecom_insights.models.pipeline import score_churn as score
+        from ecom_insights.orchestration import as_of_date, warehouse_url
+        from ecom_insights.warehouse import connect
+
+        as_of = as_of_date(get_current_context())
+        url = warehouse_url()
+        with connect(url) as conn:
+            rows = score(conn, open_registry(conn, url), as_of)
+        return {"as_of_date": as_of.isoformat(), "rows": rows}
+
+    @task(outlets=[MARTS_CUSTOMER_SEGMENTS])
+    def refresh_segments(churn: dict) -> dict:
+        from datetime import date
+
+        from ecom_insights.models.segments import refresh_segments as refresh
+        from ecom_insights.orchestration import warehouse_url
+        from ecom_insights.warehouse import connect
+
+        as_of = date.fromisoformat(churn["as_of_date"])
+        with connect(warehouse_url()) as conn:
+            rows = refresh(conn, as_of)
+        return {"as_of_date": as_of.isoformat(), "rows": rows}
+
+    @task
+    def export_segments(segments: dict) -> dict:
+        from datetime import date
+
+        from ecom_insights.config import load_settings
+        from ecom_insights.models.segments import export_segments as export
+        from ecom_insights.orchestration import warehouse_url
+        from ecom_insights.warehouse import connect
+
+        as_of = date.fromisoformat(segments["as_of_date"])
+        with connect(warehouse_url()) as conn:
+            paths = export(conn, as_of, load_settings().home / "exports" / "segments")
+        return {segment: str(path) for segment, path in paths.items()}
+
+    export_segments(refresh_segments(score_churn()))
+
+
+ecom_scoring()
