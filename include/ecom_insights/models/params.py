@@ -33,6 +33,9 @@ CHURN_LGBM_PARAMS = {
     "reg_lambda": 1.0,
     "random_state": 42,
     "n_jobs": 2,
+    # the same data gives the same trees, whatever the thread timing
+    "deterministic": True,
+    "force_row_wise": True,
     "verbose": -1,
 }
 
