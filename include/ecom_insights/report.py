@@ -6,6 +6,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from psycopg2 import sql
+
 from ecom_insights.config import Settings
 from ecom_insights.contract import SOURCES
 from ecom_insights.warehouse import connect
@@ -26,6 +28,7 @@ def pipeline_summary(url: str, as_of: date, outcomes, settings: Settings) -> str
             cur.execute(f"select count(*) from core.{source.name}")  # names from the contract
             lines.append(f"    core.{source.name:<12} {cur.fetchone()[0]:>12,} rows")
         lines += _mart_lines(cur, as_of)
+        lines += _model_lines(cur, as_of)
         cur.execute("select to_regclass('raw.load_log') is not null")
         if cur.fetchone()[0]:
             lines += _load_lines(cur)
@@ -36,10 +39,54 @@ def pipeline_summary(url: str, as_of: date, outcomes, settings: Settings) -> str
     return "\n".join(lines)
 
 
+def _model_lines(cur, as_of: date) -> list[str]:
+    """The latest training of each model, and how the scored customers fall into risk bands
+    and segments at this as-of date."""
+    lines = []
+    cur.execute("select to_regclass('marts.model_training_log') is not null")
+    if cur.fetchone()[0]:
+        cur.execute(
+            """
+            select distinct on (model_name) model_name, as_of_date, model_version, promoted,
+                   reason, metrics
+            from marts.model_training_log
+            order by model_name, as_of_date desc
+            """
+        )
+        lines += ["", "  models (latest training)"]
+        for name, trained_as_of, version, promoted, reason, metrics in cur.fetchall():
+            figures = ", ".join(
+                f"{label} {metrics[key]:.3f}"
+                for label, key in (
+                    ("ROC-AUC", "model_roc_auc"),
+                    ("BG/NBD", "bgnbd_roc_auc"),
+                    ("RFM", "rfm_roc_auc"),
+                    ("Brier", "model_brier"),
+                )
+                if key in metrics
+            )
+            lines.append(f"    {name:<14} as of {trained_as_of}: {version or 'not shipped'}")
+            lines.append(f"      {figures}")
+            lines.append(f"      {'promoted' if promoted else 'not promoted'}: {reason}")
+    for table, column in (("churn_scores", "risk_band"), ("customer_segments", "segment")):
+        cur.execute("select to_regclass(%s) is not null", (f"marts.{table}",))
+        if not cur.fetchone()[0]:
+            continue
+        cur.execute(
+            sql.SQL(
+                "select {column}, count(*) from {table} where as_of_date = %s "
+                "group by 1 order by 2 desc"
+            ).format(column=sql.Identifier(column), table=sql.Identifier("marts", table)),
+            (as_of,),
+        )
+        counts = ", ".join(f"{value} {n:,}" for value, n in cur.fetchall())
+        if counts:
+            lines.append(f"    {table + ' by ' + column:<32} {counts}")
+    return lines
+
+
 def _mart_lines(cur, as_of: date) -> list[str]:
     """Rows of each mart for this as-of date (every mart row carries its as_of_date)."""
-    from psycopg2 import sql
-
     cur.execute(
         """
         select c.relname

@@ -226,7 +226,61 @@ def train_churn(conn, registry: Registry, as_of: date | None = None) -> ChurnTra
     model = churn.train(snapshots, windows)
     metrics = evaluate_churn(conn, model, snapshots[windows.validation])
     model.metrics = metrics
-    return register_and_decide(conn, registry, model, metrics, snapshots[windows.validation])
+    outcome = register_and_decide(conn, registry, model, metrics, snapshots[windows.validation])
+    record_training(conn, P.CHURN_MODEL_NAME, as_of or end, outcome)
+    return outcome
+
+
+TRAINING_LOG_DDL = """
+create table if not exists marts.model_training_log (
+    model_name text not null,
+    as_of_date date not null,
+    trained_at timestamptz not null default now(),
+    mlflow_run_id text not null,
+    model_version text,
+    ships boolean not null,
+    promoted boolean not null,
+    reason text not null,
+    validation_date date not null,
+    metrics jsonb not null,
+    top_drivers jsonb not null,
+    primary key (model_name, as_of_date)
+)
+"""
+
+
+def record_training(conn, model_name: str, as_of: date, outcome: ChurnTraining) -> None:
+    """One row per model and as-of date in marts.model_training_log (replaced on a re-run):
+    what the dashboard's model-health page and `ecom run`'s summary show."""
+    with conn.cursor() as cur:
+        cur.execute("create schema if not exists marts")
+        cur.execute(TRAINING_LOG_DDL)
+        cur.execute(
+            """
+            insert into marts.model_training_log (model_name, as_of_date, mlflow_run_id,
+                model_version, ships, promoted, reason, validation_date, metrics, top_drivers)
+            values (%(model)s, %(as_of)s, %(run)s, %(version)s, %(ships)s, %(promoted)s,
+                %(reason)s, %(validation)s, %(metrics)s, %(drivers)s)
+            on conflict (model_name, as_of_date) do update set
+                trained_at = now(), mlflow_run_id = excluded.mlflow_run_id,
+                model_version = excluded.model_version, ships = excluded.ships,
+                promoted = excluded.promoted, reason = excluded.reason,
+                validation_date = excluded.validation_date, metrics = excluded.metrics,
+                top_drivers = excluded.top_drivers
+            """,
+            {
+                "model": model_name,
+                "as_of": as_of,
+                "run": outcome.run_id,
+                "version": outcome.version.label if outcome.version else None,
+                "ships": outcome.ships,
+                "promoted": outcome.promoted,
+                "reason": outcome.reason,
+                "validation": outcome.windows.validation,
+                "metrics": json.dumps(outcome.metrics),
+                "drivers": json.dumps(outcome.top_drivers),
+            },
+        )
 
 
 # --- scoring
