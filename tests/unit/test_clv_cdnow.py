@@ -89,7 +89,7 @@ def test_no_data_fits_nothing_and_scores_nulls():
         {"frequency": int, "recency_days": int, "t_days": int, "monetary_value": float}
     )
     fitted = clv.fit_clv(empty)
-    assert fitted.bgnbd is None and fitted.gamma_gamma is None
+    assert fitted.purchases is None and fitted.gamma_gamma is None
     assert fitted.parameters()["bgnbd_r"] is None
     assert clv.score_customers(fitted, empty).empty
 

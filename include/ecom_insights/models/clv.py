@@ -74,8 +74,14 @@ MART_COLUMNS = (
 class CLVParams:
     """Every tunable of the CLV models, in one reviewed place."""
 
-    # L2 penalty on the BG/NBD parameters (r, alpha, a, b, alpha on lifetimes' internal time
-    # scale). 0 reproduces the maximum-likelihood estimates (and the published CDNOW ones);
+    # The purchase model: "bgnbd" (Fader, Hardie and Lee's BG/NBD) or "mbgnbd" (Batislam et
+    # al.'s modified BG/NBD, same parameters r, alpha, a, b). BG/NBD lets a customer drop out
+    # only right after a repeat purchase, so a customer with no repeat purchase is alive for
+    # sure (P(alive) = 1); MBG/NBD adds a chance to drop out right after the first purchase,
+    # so one-time buyers long silent are scored as probably gone (docs/clv.md compares them).
+    purchase_model: str = "bgnbd"
+    # L2 penalty on the (M)BG/NBD parameters (r, alpha, a, b, alpha on lifetimes' internal
+    # time scale). 0 reproduces the maximum-likelihood estimates (and the published CDNOW ones);
     # raise it (lifetimes suggests 0.001 to 0.1) only if a fit fails to converge.
     bgnbd_penalizer: float = 0.0
     # L2 penalty on the Gamma-Gamma parameters (p, q, v); 0 as above.
@@ -96,9 +102,10 @@ DEFAULT_PARAMS = CLVParams()
 @dataclass(frozen=True)
 class FittedCLV:
     """The two fitted models (None where there was nothing to fit) and what they were fitted
-    on: `customers` with a purchase, `repeat_customers` with a repeat day of positive spend."""
+    on: `customers` with a purchase, `repeat_customers` with a repeat day of positive spend.
+    `purchases` is the BG/NBD (or MBG/NBD, as params.purchase_model says) fit."""
 
-    bgnbd: object | None  # lifetimes.BetaGeoFitter
+    purchases: object | None  # lifetimes.BetaGeoFitter or ModifiedBetaGeoFitter
     gamma_gamma: object | None  # lifetimes.GammaGammaFitter
     customers: int
     repeat_customers: int
@@ -109,17 +116,19 @@ class FittedCLV:
         the fits used, the log-likelihoods and the settings."""
         out: dict[str, float | int | str | None] = {
             "time_unit": "week",
+            "purchase_model": self.params.purchase_model,
             "customers": self.customers,
             "repeat_customers": self.repeat_customers,
             "bgnbd_penalizer": self.params.bgnbd_penalizer,
             "gamma_gamma_penalizer": self.params.gamma_gamma_penalizer,
             "gamma_gamma_q_above_one": str(self.params.gamma_gamma_q_above_one),
         }
+        model = self.params.purchase_model
         for name in ("r", "alpha", "a", "b"):
-            out[f"bgnbd_{name}"] = (
-                float(self.bgnbd.params_[name]) if self.bgnbd is not None else None
+            out[f"{model}_{name}"] = (
+                float(self.purchases.params_[name]) if self.purchases is not None else None
             )
-        out["bgnbd_log_likelihood"] = self.bgnbd_log_likelihood
+        out[f"{model}_log_likelihood"] = self.purchases_log_likelihood
         for name in ("p", "q", "v"):
             out[f"gamma_gamma_{name}"] = (
                 float(self.gamma_gamma.params_[name]) if self.gamma_gamma is not None else None
@@ -127,14 +136,14 @@ class FittedCLV:
         return out
 
     @property
-    def bgnbd_log_likelihood(self) -> float | None:
-        """The BG/NBD log-likelihood of the fitted data at the fitted parameters, in weeks and
-        without the penalty (lifetimes keeps a penalised mean on its internal time scale)."""
-        if self.bgnbd is None:
+    def purchases_log_likelihood(self) -> float | None:
+        """The purchase model's log-likelihood of its data at the fitted parameters, in weeks
+        and without the penalty (lifetimes keeps a penalised mean on its own time scale)."""
+        if self.purchases is None:
             return None
-        data = self.bgnbd.data
-        mean = self.bgnbd._negative_log_likelihood(
-            np.log(self.bgnbd.params_[["r", "alpha", "a", "b"]].to_numpy(dtype=float)),
+        data = self.purchases.data
+        mean = self.purchases._negative_log_likelihood(
+            np.log(self.purchases.params_[["r", "alpha", "a", "b"]].to_numpy(dtype=float)),
             data["frequency"].to_numpy(),
             data["recency"].to_numpy(),
             data["T"].to_numpy(),
@@ -150,7 +159,7 @@ class FittedCLV:
             k: round(v, 10) if isinstance(v, float) else v for k, v in self.parameters().items()
         }
         digest = hashlib.sha256(json.dumps(rounded, sort_keys=True).encode()).hexdigest()
-        return f"bgnbd-gg-{digest[:12]}"
+        return f"{self.params.purchase_model}-gg-{digest[:12]}"
 
 
 def _weeks(days) -> np.ndarray | float:
@@ -189,11 +198,16 @@ def fit_clv(summary: pd.DataFrame, params: CLVParams = DEFAULT_PARAMS) -> Fitted
     monetary_value > 0 (it needs a positive mean spend; a fully discounted repeat day can give
     0). Columns in: frequency, recency_days, t_days, monetary_value. A model with no rows to
     fit is None. Raises lifetimes.utils.ConvergenceError if a fit does not converge."""
-    from lifetimes import BetaGeoFitter, GammaGammaFitter
+    from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter
 
-    bgnbd = gamma_gamma = None
+    fitters = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter}
+    if params.purchase_model not in fitters:
+        raise ValueError(
+            f"purchase_model must be one of {sorted(fitters)}, not {params.purchase_model!r}"
+        )
+    purchases = gamma_gamma = None
     if len(summary):
-        bgnbd = BetaGeoFitter(penalizer_coef=params.bgnbd_penalizer).fit(
+        purchases = fitters[params.purchase_model](penalizer_coef=params.bgnbd_penalizer).fit(
             summary["frequency"].to_numpy(),
             _weeks(summary["recency_days"]),
             _weeks(summary["t_days"]),
@@ -205,16 +219,16 @@ def fit_clv(summary: pd.DataFrame, params: CLVParams = DEFAULT_PARAMS) -> Fitted
             repeat["monetary_value"].to_numpy(dtype=float),
             q_constraint=params.gamma_gamma_q_above_one,
         )
-    return FittedCLV(bgnbd, gamma_gamma, len(summary), len(repeat), params)
+    return FittedCLV(purchases, gamma_gamma, len(summary), len(repeat), params)
 
 
 def probability_alive(fitted: FittedCLV, summary: pd.DataFrame) -> pd.Series:
     """BG/NBD P(alive at D | history) per row of `summary` (frequency, recency_days, t_days),
     indexed like it. The churn model's baseline score is 1 - this."""
-    if fitted.bgnbd is None:
+    if fitted.purchases is None:
         return pd.Series(np.nan, index=summary.index, dtype=float)
     return pd.Series(
-        fitted.bgnbd.conditional_probability_alive(
+        fitted.purchases.conditional_probability_alive(
             summary["frequency"].to_numpy(),
             _weeks(summary["recency_days"]),
             _weeks(summary["t_days"]),
@@ -226,10 +240,10 @@ def probability_alive(fitted: FittedCLV, summary: pd.DataFrame) -> pd.Series:
 
 def expected_purchases(fitted: FittedCLV, summary: pd.DataFrame, horizon_days: float) -> pd.Series:
     """BG/NBD expected purchase days in (D, D + horizon_days] per row of `summary`."""
-    if fitted.bgnbd is None:
+    if fitted.purchases is None:
         return pd.Series(np.nan, index=summary.index, dtype=float)
     return pd.Series(
-        fitted.bgnbd.conditional_expected_number_of_purchases_up_to_time(
+        fitted.purchases.conditional_expected_number_of_purchases_up_to_time(
             _weeks(horizon_days),
             summary["frequency"].to_numpy(),
             _weeks(summary["recency_days"]),
@@ -248,9 +262,9 @@ def probability_no_purchase(
     their next purchase, and their rate given the history is Gamma(r + x, alpha + T), so
     P(none | alive) = ((alpha + T) / (alpha + T + t)) ** (r + x). This is the model's own
     forecast of the churn label "no purchase in the next 90 days"."""
-    if fitted.bgnbd is None:
+    if fitted.purchases is None:
         return pd.Series(np.nan, index=summary.index, dtype=float)
-    r, alpha = fitted.bgnbd.params_["r"], fitted.bgnbd.params_["alpha"]
+    r, alpha = fitted.purchases.params_["r"], fitted.purchases.params_["alpha"]
     x = summary["frequency"].to_numpy()
     age = _weeks(summary["t_days"])
     none_if_alive = ((alpha + age) / (alpha + age + _weeks(horizon_days))) ** (r + x)
@@ -395,7 +409,10 @@ def holdout_figures(predicted: pd.DataFrame, actual: pd.DataFrame) -> dict[str, 
     (customers without a purchase may be absent: they count as 0).
     Out: customers; purchase days: MAE, RMSE, Pearson correlation, totals and their ratio;
     spend: MAE, correlation, totals and ratio; share of customers with no purchase, predicted
-    (mean probability) and actual."""
+    (mean probability) and actual, and the ROC AUC of the predicted probability for it (the
+    churn label's discrimination; NaN when everyone or no one purchased)."""
+    from sklearn.metrics import roc_auc_score
+
     both = predicted.merge(actual, on="customer_id", how="left")
     both[["actual_purchases", "actual_value"]] = (
         both[["actual_purchases", "actual_value"]].astype(float).fillna(0.0)
@@ -414,6 +431,11 @@ def holdout_figures(predicted: pd.DataFrame, actual: pd.DataFrame) -> dict[str, 
         "value_actual_total": float(both["actual_value"].sum()),
         "no_purchase_share_predicted": float(both["predicted_no_purchase"].mean()),
         "no_purchase_share_actual": float((both["actual_purchases"] == 0).mean()),
+        "no_purchase_auc": float(
+            roc_auc_score(both["actual_purchases"] == 0, both["predicted_no_purchase"])
+            if both["actual_purchases"].eq(0).nunique() == 2
+            else np.nan
+        ),
     }
     figures["purchases_total_ratio"] = (
         figures["purchases_predicted_total"] / figures["purchases_actual_total"]
