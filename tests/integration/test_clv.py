@@ -10,16 +10,19 @@ and the continuous-time dropout of the generator are left as they are.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import uuid
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ecom_insights import warehouse
+from ecom_insights.adapters import convert
 from ecom_insights.generate import DEFAULT_PARAMS, generate_dataset
 from ecom_insights.models import clv
 from ecom_insights.models.clv_report import alive_auc, load_files
@@ -187,3 +190,34 @@ def test_the_holdout_purchases_agree_with_the_predictions(demo_url):
     assert figures["purchases_correlation"] > 0.5
     assert figures["no_purchase_auc"] > 0.7
     assert abs(figures["no_purchase_share_predicted"] - figures["no_purchase_share_actual"]) < 0.05
+
+
+@pytest.mark.integration
+def test_the_cdnow_sample_through_the_warehouse_gives_the_published_parameters(
+    tmp_path, database_url
+):
+    """End to end: CDNOW_master.txt through `ecom convert cdnow`, the 2,357 customers of Fader
+    and Hardie's sample loaded into core, summarised in SQL at 1997-09-30 (week 39) and
+    fitted: BG/NBD r = 0.243, alpha = 4.414, a = 0.793, b = 2.426; Gamma-Gamma p = 6.25,
+    q = 3.74, gamma = 15.44 (as tests/unit/test_clv_cdnow.py from the published summary)."""
+    datasets = Path(importlib.util.find_spec("lifetimes").origin).parent / "datasets"
+    converted = tmp_path / "converted"
+    convert("cdnow", [datasets / "CDNOW_master.txt"], converted)
+    sample = pd.read_csv(datasets / "CDNOW_sample.txt", sep=r"\s+", header=None, dtype=str)
+    in_sample = set(sample[0])
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for name in ("customers.csv", "sessions.csv"):
+        frame = pd.read_csv(converted / name, dtype=str, keep_default_na=False)
+        frame[frame["customer_id"].isin(in_sample)].to_csv(landing / name, index=False)
+    load_files(database_url, landing)
+    with warehouse.connect(database_url) as conn:
+        summary = clv.purchase_summary(conn, date(1997, 9, 30))
+    parameters = clv.fit_clv(summary).parameters()
+    assert parameters["customers"] == 2357 and parameters["repeat_customers"] == 946
+    published = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+    for name, value in published.items():
+        assert parameters[f"bgnbd_{name}"] == pytest.approx(value, abs=0.002), name
+    assert parameters["gamma_gamma_p"] == pytest.approx(6.25, abs=0.01)
+    assert parameters["gamma_gamma_q"] == pytest.approx(3.74, abs=0.01)
+    assert parameters["gamma_gamma_v"] == pytest.approx(15.44, abs=0.1)
