@@ -201,10 +201,11 @@ def purchase_summary(conn, as_of_date: date) -> pd.DataFrame:
 
 
 def fit_clv(summary: pd.DataFrame, params: CLVParams = DEFAULT_PARAMS) -> FittedCLV:
-    """Fit BG/NBD on every row of `summary` and Gamma-Gamma on the rows with frequency > 0 and
-    monetary_value > 0 (it needs a positive mean spend; a fully discounted repeat day can give
-    0). Columns in: frequency, recency_days, t_days, monetary_value. A model with no rows to
-    fit is None. Raises lifetimes.utils.ConvergenceError if a fit does not converge."""
+    """Fit BG/NBD (or MBG/NBD: params.purchase_model) on every row of `summary` and
+    Gamma-Gamma on the rows with frequency > 0 and monetary_value > 0 (it needs a positive mean
+    spend; a fully discounted repeat day can give 0). Columns in: frequency, recency_days,
+    t_days, monetary_value. A model with no rows to fit is None. Raises
+    lifetimes.utils.ConvergenceError if a fit does not converge."""
     from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter
 
     fitters = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter}
@@ -232,7 +233,7 @@ def fit_clv(summary: pd.DataFrame, params: CLVParams = DEFAULT_PARAMS) -> Fitted
 
 
 def probability_alive(fitted: FittedCLV, summary: pd.DataFrame) -> pd.Series:
-    """BG/NBD P(alive at D | history) per row of `summary` (frequency, recency_days, t_days),
+    """(M)BG/NBD P(alive at D | history) per row of `summary` (frequency, recency_days, t_days),
     indexed like it. The churn model's baseline score is 1 - this."""
     if fitted.purchases is None:
         return pd.Series(np.nan, index=summary.index, dtype=float)
@@ -248,7 +249,7 @@ def probability_alive(fitted: FittedCLV, summary: pd.DataFrame) -> pd.Series:
 
 
 def expected_purchases(fitted: FittedCLV, summary: pd.DataFrame, horizon_days: float) -> pd.Series:
-    """BG/NBD expected purchase days in (D, D + horizon_days] per row of `summary`."""
+    """(M)BG/NBD expected purchase days in (D, D + horizon_days] per row of `summary`."""
     if fitted.purchases is None:
         return pd.Series(np.nan, index=summary.index, dtype=float)
     return pd.Series(
@@ -266,8 +267,8 @@ def expected_purchases(fitted: FittedCLV, summary: pd.DataFrame, horizon_days: f
 def probability_no_purchase(
     fitted: FittedCLV, summary: pd.DataFrame, horizon_days: float
 ) -> pd.Series:
-    """BG/NBD P(no purchase in (D, D + horizon_days] | history) per row of `summary`:
-    dead, or alive with no purchase. Under BG/NBD a customer alive at D stays alive until
+    """(M)BG/NBD P(no purchase in (D, D + horizon_days] | history) per row of `summary`:
+    dead, or alive with no purchase. Under either model a customer alive at D stays alive until
     their next purchase, and their rate given the history is Gamma(r + x, alpha + T), so
     P(none | alive) = ((alpha + T) / (alpha + T + t)) ** (r + x). This is the model's own
     forecast of the churn label "no purchase in the next 90 days"."""
