@@ -6,6 +6,9 @@ models were retrained (`models.trained`), for the snapshot's as-of date D:
 
 - **score_churn**: `marts.churn_scores` with the champion churn model: probability, risk
   band and each customer's top drivers (TreeSHAP contributions).
+- **refresh_customer_value**: `marts.customer_value`, BG/NBD and Gamma-Gamma fitted on the
+  purchases up to D (refitted at every scoring: they condition on each customer's history,
+  and the fit takes seconds), logged to MLflow's `ecom_clv` experiment.
 - **refresh_segments**: `marts.customer_segments`, a segment with its recommended action and a
   score to rank by; then **export_segments** writes one CSV per segment for campaign tools
   under ECOM_HOME/exports/segments/D/.
@@ -24,6 +27,7 @@ from ecom_insights.assets import (
     MARTS_CHURN_SCORES,
     MARTS_CUSTOMER_FEATURES,
     MARTS_CUSTOMER_SEGMENTS,
+    MARTS_CUSTOMER_VALUE,
     MODELS_TRAINED,
 )
 from ecom_insights.orchestration import PIPELINE_START
@@ -57,8 +61,20 @@ def ecom_scoring():
             rows = score(conn, open_registry(conn, url), as_of)
         return {"as_of_date": as_of.isoformat(), "rows": rows}
 
+    @task(outlets=[MARTS_CUSTOMER_VALUE])
+    def refresh_customer_value() -> dict:
+        from ecom_insights.models.pipeline import open_registry, refresh_and_log_customer_value
+        from ecom_insights.orchestration import as_of_date, warehouse_url
+        from ecom_insights.warehouse import connect
+
+        as_of = as_of_date(get_current_context())
+        url = warehouse_url()
+        with connect(url) as conn:
+            refreshed = refresh_and_log_customer_value(conn, open_registry(conn, url), as_of)
+        return {"as_of_date": as_of.isoformat(), "rows": refreshed.rows}
+
     @task(outlets=[MARTS_CUSTOMER_SEGMENTS])
-    def refresh_segments(churn: dict) -> dict:
+    def refresh_segments(churn: dict, value: dict) -> dict:
         from datetime import date
 
         from ecom_insights.models.segments import refresh_segments as refresh
@@ -84,7 +100,7 @@ def ecom_scoring():
             paths = export(conn, as_of, load_settings().home / "exports" / "segments")
         return {segment: str(path) for segment, path in paths.items()}
 
-    export_segments(refresh_segments(score_churn()))
+    export_segments(refresh_segments(score_churn(), refresh_customer_value()))
 
 
 ecom_scoring()

@@ -9,16 +9,16 @@ import json
 from dataclasses import dataclass, field
 from datetime import date
 
-import numpy as np
 import pandas as pd
 from psycopg2.extras import execute_values
 
 from ecom_insights.features import snapshot_dates, training_set
-from ecom_insights.models import churn
+from ecom_insights.models import churn, clv
 from ecom_insights.models import params as P
 from ecom_insights.models.registry import CHALLENGER, CHAMPION, ModelVersion, Registry
 
 CHURN_EXPERIMENT = "ecom_churn"
+CLV_EXPERIMENT = "ecom_clv"
 
 
 class NoChampion(RuntimeError):
@@ -37,46 +37,6 @@ def activity_range(conn, as_of: date | None = None) -> tuple[date, date]:
     if start is None:
         raise ValueError("core.sessions is empty: nothing to train on")
     return start, end
-
-
-def bgnbd_churn_baselines(conn, as_of: date, horizon_days: int = P.CHURN_HORIZON_DAYS):
-    """BG/NBD fitted on the purchases up to `as_of` (days as the time unit), per customer
-    with a purchase, indexed by customer_id:
-
-    - `p_alive`: P(alive at as_of), the baseline the issue names;
-    - `p_no_purchase`: P(no purchase in (as_of, as_of + horizon]) = (1 - p_alive) +
-      p_alive * ((alpha + T) / (alpha + T + horizon)) ** (r + x), since a customer alive at T
-      has purchase rate Gamma(r + x, alpha + T) (Fader, Hardie and Lee 2005). It answers the
-      churn label's own question, so it is the stronger of the two.
-    """
-    from lifetimes import BetaGeoFitter
-
-    query = """
-        with days as (
-            select customer_id, session_date
-            from core.sessions
-            where purchase_made and session_date <= %(as_of)s
-            group by customer_id, session_date
-        )
-        select customer_id,
-               count(*) - 1 as frequency,
-               max(session_date) - min(session_date) as recency,
-               %(as_of)s::date - min(session_date) as t
-        from days
-        group by customer_id
-    """
-    with conn.cursor() as cur:
-        cur.execute(query, {"as_of": as_of})
-        summary = pd.DataFrame(cur.fetchall(), columns=["customer_id", "frequency", "recency", "T"])
-    x, t_x, t = (summary[c].astype(float) for c in ("frequency", "recency", "T"))
-    fitted = BetaGeoFitter(penalizer_coef=0.001).fit(x, t_x, t)
-    r, alpha = fitted.params_["r"], fitted.params_["alpha"]
-    alive = np.asarray(fitted.conditional_probability_alive(x, t_x, t), dtype=float)
-    quiet_if_alive = ((alpha + t) / (alpha + t + horizon_days)) ** (r + x)
-    return pd.DataFrame(
-        {"p_alive": alive, "p_no_purchase": (1 - alive) + alive * quiet_if_alive.to_numpy()},
-        index=summary["customer_id"],
-    )
 
 
 @dataclass
@@ -101,8 +61,9 @@ def churn_snapshots(conn, windows: churn.Windows) -> dict[date, pd.DataFrame]:
 
 def evaluate_churn(conn, model: churn.ChurnModel, validation: pd.DataFrame) -> dict[str, float]:
     """The model and the baselines on the validation window: model_* (ROC-AUC, PR-AUC, Brier,
-    ECE), bgnbd_alive_* (1 - P(alive)), bgnbd_* (P(no purchase in the horizon)), rfm_* (the
-    RFM rule), and the window's size."""
+    ECE), bgnbd_alive_* (1 - P(alive), the baseline the issue names), bgnbd_* (BG/NBD's
+    P(no purchase in the next 90 days), its forecast of the label itself and the stronger of
+    the two), rfm_* (the RFM rule), and the window's size."""
     frame = churn.eligible(validation).reset_index(drop=True)
     y = frame[churn.LABEL].astype(int).to_numpy()
     metrics = {
@@ -111,10 +72,12 @@ def evaluate_churn(conn, model: churn.ChurnModel, validation: pd.DataFrame) -> d
             y, model.predict_proba(frame), probabilities=True
         ).items()
     }
-    bgnbd = bgnbd_churn_baselines(conn, model.windows.validation).reindex(frame["customer_id"])
+    # BG/NBD fitted on the purchases up to the validation date only
+    baseline, _ = clv.churn_baseline(conn, model.windows.validation)
+    bgnbd = baseline.set_index("customer_id").reindex(frame["customer_id"])
     for name, risk in (
-        ("bgnbd_alive", 1.0 - bgnbd["p_alive"].to_numpy()),
-        ("bgnbd", bgnbd["p_no_purchase"].to_numpy()),
+        ("bgnbd_alive", bgnbd["churn_score"].to_numpy()),
+        ("bgnbd", bgnbd["probability_no_purchase"].to_numpy()),
     ):
         metrics |= {
             f"{name}_{k}": v
@@ -340,6 +303,28 @@ def score_churn(conn, registry: Registry, as_of: date) -> int:
         cur.execute("delete from marts.churn_scores where as_of_date = %s", (as_of,))
         execute_values(cur, "insert into marts.churn_scores values %s", rows, page_size=5000)
     return len(rows)
+
+
+def refresh_and_log_customer_value(conn, registry: Registry, as_of: date):
+    """marts.customer_value at `as_of` (models.clv), its fitted parameters logged as a run of
+    MLflow's `ecom_clv` experiment, whose id becomes the rows' model_version."""
+    refreshed = clv.refresh_customer_value(conn, as_of)
+    conn.commit()
+    registry.log_run(
+        CLV_EXPERIMENT,
+        {**refreshed.parameters, "as_of_date": as_of, "model_version": refreshed.model_version},
+        {
+            **{k: float(v) for k, v in refreshed.parameters.items() if _is_number(v)},
+            "customers_with_purchases": float(refreshed.customers_with_purchases),
+            "rows": float(refreshed.rows),
+        },
+        {"as_of_date": as_of.isoformat()},
+    )
+    return refreshed
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def open_registry(conn, warehouse_url: str) -> Registry:
