@@ -4,7 +4,8 @@
         [--burn-in-days N] [--horizon-days H] [--database-url URL]
 
 Loads DIR (the contract's files: the demo data or `ecom convert` output) into a fresh database
-on the embedded PostgreSQL under --home (or uses --database-url as it is, already loaded),
+on the embedded PostgreSQL under --home (left running), or on a throwaway one (stopped at the
+end), or uses --database-url as it is (already loaded);
 builds the early-window frame at the as-of date (default: the data's last day), trains and
 evaluates as `early_value.train` does, and prints the windows, the metrics of the model and
 its baselines on the validation cohorts, and the early signals. When DIR holds the demo's
@@ -81,10 +82,19 @@ def main(argv: list[str] | None = None) -> None:
 
     params = dataclasses.replace(early_value.DEFAULT_PARAMS, burn_in_days=args.burn_in_days)
     started = time.perf_counter()
-    url = args.database_url
-    if url is None:
-        home = args.home or Path(tempfile.mkdtemp(prefix="early-value-"))
-        url = load_directory(warehouse.start_embedded_server(home / "pgdata"), args.data)
+    url, server = args.database_url, None
+    if url is None and args.home is None:
+        import warnings
+
+        import pgserver
+
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+        # a throwaway server, stopped at the end (with --home it is left running for reuse)
+        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="early-value-")), "delete")
+        url = load_directory(server.get_uri(), args.data)
+    elif url is None:
+        url = load_directory(warehouse.start_embedded_server(args.home / "pgdata"), args.data)
     loaded = time.perf_counter()
     with warehouse.connect(url) as conn:
         first_signup, data_end = early_value.data_range(conn)
@@ -136,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in model.signals.head(10).itertuples():
         direction = "" if pd.isna(row.direction) else f"{row.direction:+.2f}"
         print(f"| {row.feature} | {row.mean_abs_shap:.3f} | {row.gain_share:.3f} | {direction} |")
+    if server is not None:
+        server.cleanup()
     print(
         f"\nmodel {model.version}; load {loaded - started:.0f} s, frame and training "
         f"{finished - loaded:.0f} s"
