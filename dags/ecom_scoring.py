@@ -9,6 +9,8 @@ models were retrained (`models.trained`), for the snapshot's as-of date D:
 - **refresh_customer_value**: `marts.customer_value`, BG/NBD and Gamma-Gamma fitted on the
   purchases up to D (refitted at every scoring: they condition on each customer's history,
   and the fit takes seconds), logged to MLflow's `ecom_clv` experiment.
+- **score_early_value**: `marts.early_high_value` with the champion early high-value model,
+  for the customers past their first 30 days and inside their first year.
 - **refresh_segments**: `marts.customer_segments`, a segment with its recommended action and a
   score to rank by; then **export_segments** writes one CSV per segment for campaign tools
   under ECOM_HOME/exports/segments/D/.
@@ -28,6 +30,7 @@ from ecom_insights.assets import (
     MARTS_CUSTOMER_FEATURES,
     MARTS_CUSTOMER_SEGMENTS,
     MARTS_CUSTOMER_VALUE,
+    MARTS_EARLY_HIGH_VALUE,
     MODELS_TRAINED,
 )
 from ecom_insights.orchestration import PIPELINE_START
@@ -73,8 +76,21 @@ def ecom_scoring():
             refreshed = refresh_and_log_customer_value(conn, open_registry(conn, url), as_of)
         return {"as_of_date": as_of.isoformat(), "rows": refreshed.rows}
 
+    @task(outlets=[MARTS_EARLY_HIGH_VALUE])
+    def score_early_value() -> dict:
+        from ecom_insights.models.pipeline import open_registry
+        from ecom_insights.models.pipeline import score_early_value as score
+        from ecom_insights.orchestration import as_of_date, warehouse_url
+        from ecom_insights.warehouse import connect
+
+        as_of = as_of_date(get_current_context())
+        url = warehouse_url()
+        with connect(url) as conn:
+            rows = score(conn, open_registry(conn, url), as_of)
+        return {"as_of_date": as_of.isoformat(), "rows": rows}
+
     @task(outlets=[MARTS_CUSTOMER_SEGMENTS])
-    def refresh_segments(churn: dict, value: dict) -> dict:
+    def refresh_segments(churn: dict, value: dict, early: dict) -> dict:
         from datetime import date
 
         from ecom_insights.models.segments import refresh_segments as refresh
@@ -100,7 +116,8 @@ def ecom_scoring():
             paths = export(conn, as_of, load_settings().home / "exports" / "segments")
         return {segment: str(path) for segment, path in paths.items()}
 
-    export_segments(refresh_segments(score_churn(), refresh_customer_value()))
+    segments = refresh_segments(score_churn(), refresh_customer_value(), score_early_value())
+    export_segments(segments)
 
 
 ecom_scoring()

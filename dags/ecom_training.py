@@ -8,8 +8,9 @@ the run's date and registers them in MLflow (docs/model-card.md):
   on the newest labelled window (never a random split) against BG/NBD and the RFM rule. It is
   registered only if it beats both; it then replaces the `champion` only if it is better
   than the champion on that same newest window, else it becomes the `challenger`.
-- **train_early_value_model**: the early high-value buyer model (first 30 days of a
-  customer), registered with the same champion/challenger rule.
+- **train_early_value_model**: the early high-value buyer model (a customer's first 30 days),
+  registered if it orders customers by value better than first-30-day spend (normalised
+  Gini on the newest signup cohorts), with the same champion/challenger rule.
 
 Publishes `models.trained`, on which the scoring DAG re-scores the customers.
 """
@@ -59,16 +60,37 @@ def ecom_training():
             "metrics": {k: round(v, 4) for k, v in outcome.metrics.items()},
         }
 
+    @task
+    def train_early_value_model() -> dict:
+        from ecom_insights.models.pipeline import open_registry, train_early_value
+        from ecom_insights.orchestration import as_of_date, warehouse_url
+        from ecom_insights.warehouse import connect
+
+        as_of = as_of_date(get_current_context())
+        url = warehouse_url()
+        with connect(url) as conn:
+            outcome = train_early_value(conn, open_registry(conn, url), as_of)
+        return {
+            "as_of_date": as_of.isoformat(),
+            "ships": outcome.ships,
+            "promoted": outcome.promoted,
+            "version": outcome.version.label if outcome.version else None,
+            "reason": outcome.reason,
+            "metrics": {k: round(v, 4) for k, v in outcome.metrics.items()},
+        }
+
     @task(outlets=[MODELS_TRAINED])
-    def publish(churn: dict) -> dict:
+    def publish(churn: dict, early_value: dict) -> dict:
         get_current_context()["outlet_events"][MODELS_TRAINED].extra = {
             "as_of_date": churn["as_of_date"],
             "churn_version": churn["version"],
             "churn_promoted": churn["promoted"],
+            "early_value_version": early_value["version"],
+            "early_value_promoted": early_value["promoted"],
         }
-        return churn
+        return {"churn": churn, "early_value": early_value}
 
-    publish(train_churn_model())
+    publish(train_churn_model(), train_early_value_model())
 
 
 ecom_training()

@@ -53,6 +53,11 @@ CHURN_MODEL_NAME = "ecom_churn"
 # must beat the champion by (0: any improvement).
 CHAMPION_METRIC = "roc_auc"
 CHAMPION_MIN_IMPROVEMENT = 0.0
+# The early high-value model (its tunables: models.early_value.EarlyValueParams): it ships if
+# it orders customers by realised value better than first-30-day spend, and the champion rule
+# compares the same metric.
+EARLY_VALUE_MODEL_NAME = "ecom_early_value"
+EARLY_VALUE_CHAMPION_METRIC = "normalised_gini"
 
 # --- segments (bound into include/sql/marts/customer_segments.sql)
 SEGMENT_NEW_DAYS = 30  # signed up at most this many days before D

@@ -6,6 +6,7 @@ The DAGs call these functions; the models themselves (models.churn, models.clv, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -19,6 +20,7 @@ from ecom_insights.models.registry import CHALLENGER, CHAMPION, ModelVersion, Re
 
 CHURN_EXPERIMENT = "ecom_churn"
 CLV_EXPERIMENT = "ecom_clv"
+EARLY_VALUE_EXPERIMENT = "ecom_early_value"
 
 
 class NoChampion(RuntimeError):
@@ -40,10 +42,11 @@ def activity_range(conn, as_of: date | None = None) -> tuple[date, date]:
 
 
 @dataclass
-class ChurnTraining:
-    """What one training produced, as logged to the registry."""
+class TrainingOutcome:
+    """What one training produced, as logged to the registry and marts.model_training_log."""
 
-    windows: churn.Windows
+    model_name: str
+    validation_date: date
     metrics: dict[str, float]
     ships: bool
     run_id: str
@@ -108,16 +111,46 @@ def challenger_wins(
     return challenger > champion + min_improvement
 
 
+def apply_champion_rule(
+    registry: Registry,
+    version: ModelVersion,
+    metric: str,
+    challenger_value: float,
+    rescore_champion: Callable[[object], tuple[float, bool]],
+) -> tuple[bool, str]:
+    """Give `version` the champion alias if there is no champion, or if it beats the current
+    champion re-scored on the challenger's (the newest) validation data; else the
+    challenger alias. `rescore_champion(model)` returns the champion's metric on that data
+    and whether the comparison is fair (False when the champion was validated on newer data,
+    so it may have seen these outcomes). Returns (promoted, reason)."""
+    current = registry.alias(version.name, CHAMPION)
+    if current is None:
+        registry.set_alias(version, CHAMPION)
+        return True, "first champion"
+    champion_value, comparable = rescore_champion(registry.load(current))
+    if comparable and challenger_wins(challenger_value, champion_value):
+        registry.set_alias(version, CHAMPION)
+        return True, (
+            f"{metric} {challenger_value:.4f} beats champion {current.label} at "
+            f"{champion_value:.4f} on the newest validation data"
+        )
+    registry.set_alias(version, CHALLENGER)
+    return False, (
+        f"champion {current.label} kept: {metric} {champion_value:.4f} vs challenger "
+        f"{challenger_value:.4f} on the newest validation data"
+        + ("" if comparable else " (the champion was validated on newer data)")
+    )
+
+
 def register_and_decide(
     conn,
     registry: Registry,
     model: churn.ChurnModel,
     metrics: dict[str, float],
     validation: pd.DataFrame,
-) -> ChurnTraining:
+) -> TrainingOutcome:
     """Log the run; register the model if it beats both baselines; then apply the
-    champion/challenger rule on this (the newest) validation window: the current champion is
-    re-scored on it, and the new version takes `champion` only if it is better."""
+    champion/challenger rule on this (the newest) validation window."""
     ships = beats_baselines(metrics)
     importance = churn.driver_importance(model, churn.eligible(validation))
     params = {
@@ -134,8 +167,9 @@ def register_and_decide(
         model=model,
         register_as=P.CHURN_MODEL_NAME if ships else None,
     )
-    outcome = ChurnTraining(
-        model.windows,
+    outcome = TrainingOutcome(
+        P.CHURN_MODEL_NAME,
+        model.windows.validation,
         metrics,
         ships,
         run_id,
@@ -150,36 +184,21 @@ def register_and_decide(
             f"{metrics['rfm_' + P.CHAMPION_METRIC]:.4f}"
         )
         return outcome
-    current = registry.alias(P.CHURN_MODEL_NAME, CHAMPION)
-    if current is None:
-        registry.set_alias(version, CHAMPION)
-        outcome.promoted, outcome.reason = True, "first champion"
-        return outcome
-    champion_model = registry.load(current)
     frame = churn.eligible(validation)
-    champion_metric = churn.classification_metrics(
-        frame[churn.LABEL].astype(int), champion_model.predict_proba(frame), probabilities=False
-    )[P.CHAMPION_METRIC]
-    challenger_metric = metrics[f"model_{P.CHAMPION_METRIC}"]
-    newer_champion = champion_model.windows.validation > model.windows.validation
-    if not newer_champion and challenger_wins(challenger_metric, champion_metric):
-        registry.set_alias(version, CHAMPION)
-        outcome.promoted = True
-        outcome.reason = (
-            f"{P.CHAMPION_METRIC} {challenger_metric:.4f} beats champion {current.label} "
-            f"at {champion_metric:.4f} on {model.windows.validation}"
-        )
-    else:
-        registry.set_alias(version, CHALLENGER)
-        outcome.reason = (
-            f"champion {current.label} kept: {P.CHAMPION_METRIC} {champion_metric:.4f} vs "
-            f"challenger {challenger_metric:.4f} on {model.windows.validation}"
-            + (" (the champion was validated on newer data)" if newer_champion else "")
-        )
+
+    def rescore(champion: churn.ChurnModel) -> tuple[float, bool]:
+        value = churn.classification_metrics(
+            frame[churn.LABEL].astype(int), champion.predict_proba(frame), probabilities=False
+        )[P.CHAMPION_METRIC]
+        return value, champion.windows.validation <= model.windows.validation
+
+    outcome.promoted, outcome.reason = apply_champion_rule(
+        registry, version, P.CHAMPION_METRIC, metrics[f"model_{P.CHAMPION_METRIC}"], rescore
+    )
     return outcome
 
 
-def train_churn(conn, registry: Registry, as_of: date | None = None) -> ChurnTraining:
+def train_churn(conn, registry: Registry, as_of: date | None = None) -> TrainingOutcome:
     """Train on the data up to `as_of` (all of it when None), evaluate against the baselines
     on the newest labelled window, register, and apply the champion/challenger rule."""
     start, end = activity_range(conn, as_of)
@@ -190,8 +209,72 @@ def train_churn(conn, registry: Registry, as_of: date | None = None) -> ChurnTra
     metrics = evaluate_churn(conn, model, snapshots[windows.validation])
     model.metrics = metrics
     outcome = register_and_decide(conn, registry, model, metrics, snapshots[windows.validation])
-    record_training(conn, P.CHURN_MODEL_NAME, as_of or end, outcome)
+    record_training(conn, as_of or end, outcome)
     return outcome
+
+
+def train_early_value(conn, registry: Registry, as_of: date) -> TrainingOutcome:
+    """Train the early high-value model at `as_of` (models.early_value), register it if it
+    ranks better than first-30-day spend (normalised Gini on the validation cohorts), and
+    apply the champion/challenger rule on those cohorts."""
+    from ecom_insights.models import early_value
+
+    frame = early_value.load_early_window(conn, as_of)
+    model, metrics = early_value.train(frame)
+    metric = P.EARLY_VALUE_CHAMPION_METRIC
+    ships = metrics[f"model_{metric}"] > metrics[f"baseline_spend_{metric}"]
+    validation = early_value.split_cohorts(frame)[2]
+    run_id, version = registry.log_run(
+        EARLY_VALUE_EXPERIMENT,
+        model.params,
+        metrics,
+        {"ships": str(ships).lower(), "content_version": model.version},
+        model=model,
+        register_as=P.EARLY_VALUE_MODEL_NAME if ships else None,
+    )
+    signals = model.signals.set_index("feature")["mean_abs_shap"].head(10)
+    outcome = TrainingOutcome(
+        P.EARLY_VALUE_MODEL_NAME,
+        validation["signup_date"].max(),
+        metrics,
+        ships,
+        run_id,
+        version,
+        top_drivers=signals.round(6).to_dict(),
+    )
+    if not ships:
+        outcome.reason = (
+            f"not shipped: {metric} {metrics['model_' + metric]:.4f} does not beat "
+            f"first-30-day spend {metrics['baseline_spend_' + metric]:.4f}"
+        )
+    else:
+
+        def rescore(champion) -> tuple[float, bool]:
+            probability = early_value.score(champion, validation)["probability_high_value"]
+            return early_value.normalised_gini(validation["future_value"], probability), True
+
+        outcome.promoted, outcome.reason = apply_champion_rule(
+            registry, version, metric, metrics[f"model_{metric}"], rescore
+        )
+    record_training(conn, as_of, outcome)
+    return outcome
+
+
+def score_early_value(conn, registry: Registry, as_of: date) -> int:
+    """Write marts.early_high_value for `as_of` with the champion early-value model: the
+    customers past their first 30 days and still inside their label window."""
+    from ecom_insights.models import early_value
+
+    champion = registry.alias(P.EARLY_VALUE_MODEL_NAME, CHAMPION)
+    if champion is None:
+        raise NoChampion(
+            f"no {P.EARLY_VALUE_MODEL_NAME} model holds the '{CHAMPION}' alias: run the "
+            "ecom_training DAG first (a trained model ships only if it beats first-30-day spend)"
+        )
+    model = registry.load(champion)
+    frame = early_value.scoring_rows(early_value.load_early_window(conn, as_of))
+    scored = early_value.score(model, frame)
+    return early_value.write_early_high_value(conn, scored, as_of, champion.label)
 
 
 TRAINING_LOG_DDL = """
@@ -212,7 +295,7 @@ create table if not exists marts.model_training_log (
 """
 
 
-def record_training(conn, model_name: str, as_of: date, outcome: ChurnTraining) -> None:
+def record_training(conn, as_of: date, outcome: TrainingOutcome) -> None:
     """One row per model and as-of date in marts.model_training_log (replaced on a re-run):
     what the dashboard's model-health page and `ecom run`'s summary show."""
     with conn.cursor() as cur:
@@ -232,14 +315,14 @@ def record_training(conn, model_name: str, as_of: date, outcome: ChurnTraining) 
                 top_drivers = excluded.top_drivers
             """,
             {
-                "model": model_name,
+                "model": outcome.model_name,
                 "as_of": as_of,
                 "run": outcome.run_id,
                 "version": outcome.version.label if outcome.version else None,
                 "ships": outcome.ships,
                 "promoted": outcome.promoted,
                 "reason": outcome.reason,
-                "validation": outcome.windows.validation,
+                "validation": outcome.validation_date,
                 "metrics": json.dumps(outcome.metrics),
                 "drivers": json.dumps(outcome.top_drivers),
             },
