@@ -61,8 +61,7 @@ def ecom_scoring():
         as_of = as_of_date(get_current_context())
         url = warehouse_url()
         with connect(url) as conn:
-            rows = score(conn, open_registry(conn, url), as_of)
-        return {"as_of_date": as_of.isoformat(), "rows": rows}
+            return score(conn, open_registry(conn, url), as_of).as_dict(as_of)
 
     @task(outlets=[MARTS_CUSTOMER_VALUE])
     def refresh_customer_value() -> dict:
@@ -86,8 +85,7 @@ def ecom_scoring():
         as_of = as_of_date(get_current_context())
         url = warehouse_url()
         with connect(url) as conn:
-            rows = score(conn, open_registry(conn, url), as_of)
-        return {"as_of_date": as_of.isoformat(), "rows": rows}
+            return score(conn, open_registry(conn, url), as_of).as_dict(as_of)
 
     @task(outlets=[MARTS_CUSTOMER_SEGMENTS])
     def refresh_segments(churn: dict, value: dict, early: dict) -> dict:

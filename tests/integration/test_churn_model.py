@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -150,7 +150,7 @@ def test_scores_carry_calibrated_probabilities_and_exact_drivers(trained, demo_u
             conn, registry, model, metrics, snapshots[model.windows.validation]
         )
         start, end = pipeline.activity_range(conn)
-        rows = pipeline.score_churn(conn, registry, end)
+        scoring = pipeline.score_churn(conn, registry, end)
         again = pipeline.score_churn(conn, registry, end)  # a re-run replaces
         features = pipeline.features_at(conn, end)
         with conn.cursor() as cur:
@@ -161,7 +161,8 @@ def test_scores_carry_calibrated_probabilities_and_exact_drivers(trained, demo_u
             )
             scores = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
     eligible = churn.eligible(features).reset_index(drop=True)
-    assert rows == again == len(scores) == len(eligible) > 1000
+    assert scoring.rows == again.rows == len(scores) == len(eligible) > 1000
+    assert scoring.model_version == f"{P.CHURN_MODEL_NAME}/v1"
     assert scores.churn_probability.between(0, 1).all()
     assert set(scores.risk_band) == {"low", "medium", "high"}
     assert scores.model_version.unique().tolist() == [f"{P.CHURN_MODEL_NAME}/v1"]
@@ -179,6 +180,32 @@ def test_scores_carry_calibrated_probabilities_and_exact_drivers(trained, demo_u
         for driver in drivers:
             exact = contributions.loc[row.customer_id, driver["feature"]]
             assert driver["contribution"] == pytest.approx(exact, abs=1e-6)
+
+
+def test_without_a_champion_scoring_leaves_the_date_empty(demo_url, registry):
+    with warehouse.connect(demo_url) as conn:
+        start, end = pipeline.activity_range(conn)
+        scoring = pipeline.score_churn(conn, registry, end)
+        with conn.cursor() as cur:
+            cur.execute("select count(*) from marts.churn_scores where as_of_date = %s", (end,))
+            assert cur.fetchone()[0] == 0
+    assert scoring.rows == 0 and scoring.model_version is None
+    assert "no champion" in scoring.as_dict(end)["note"]
+
+
+def test_data_too_short_is_recorded_as_not_trained(demo_url, registry):
+    with warehouse.connect(demo_url) as conn:
+        start, _ = pipeline.activity_range(conn)
+        outcome = pipeline.train_churn(conn, registry, start + timedelta(days=200))
+        with conn.cursor() as cur:
+            cur.execute(
+                "select ships, reason from marts.model_training_log "
+                "where model_name = %s and as_of_date = %s",
+                (P.CHURN_MODEL_NAME, start + timedelta(days=200)),
+            )
+            ships, reason = cur.fetchone()
+    assert not outcome.ships and outcome.version is None
+    assert not ships and reason.startswith("not trained: the data spans 200 days")
 
 
 def _shuffled_labels(snapshots: dict) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ecom_insights.models import params as P
+from ecom_insights.models.errors import NotEnoughData
 
 LABEL = "churned_90d"
 # Customer behaviour up to D. Calendar columns of D itself (month, season, ...) are left out:
@@ -108,7 +109,7 @@ def training_windows(
     )
     if not train:
         needed = 3 * horizon_days + min_history_days
-        raise ValueError(
+        raise NotEnoughData(
             f"the data spans {(data_end - data_start).days} days ({data_start} to {data_end}); "
             f"a churn model needs at least {needed}: {min_history_days} of history, then "
             f"{horizon_days} each for training labels, calibration and validation"
@@ -199,7 +200,7 @@ def train(snapshots: dict[date, pd.DataFrame], windows: Windows) -> ChurnModel:
     train_frame = pd.concat([eligible(snapshots[d]) for d in windows.train], ignore_index=True)
     calibration_frame = eligible(snapshots[windows.calibration])
     if train_frame[LABEL].nunique() < 2 or calibration_frame[LABEL].nunique() < 2:
-        raise ValueError("a churn model needs churned and retained customers in every window")
+        raise NotEnoughData("a churn model needs churned and retained customers in every window")
     categories = {
         column: sorted(train_frame[column].dropna().astype(str).unique())
         for column in CATEGORICAL_FEATURES

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecom_insights.models.errors import NotEnoughData
+
 SQL_PATH = (
     Path(__file__).resolve().parents[2] / "sql" / "intermediate" / "int_customer_early_window.sql"
 )
@@ -148,7 +150,7 @@ def choose_horizon(
         return params.horizon_days
     horizon = available // params.horizon_step_days * params.horizon_step_days
     if horizon < params.min_horizon_days:
-        raise ValueError(
+        raise NotEnoughData(
             f"{span} days of data ({first_signup} .. {data_end}) leave a label window of "
             f"{max(available, 0)} days, less than min_horizon_days={params.min_horizon_days}"
         )
@@ -298,7 +300,7 @@ def train(
     training, calibration, validation = split_cohorts(frame, params)
     for name, part in (("training", training), ("calibration", calibration)):
         if part["is_top_value"].nunique() < 2:
-            raise ValueError(f"the {name} cohorts need both high-value and other customers")
+            raise NotEnoughData(f"the {name} cohorts need both high-value and other customers")
 
     categories = _categories(training)
     x_train = _design(training, categories)

@@ -16,15 +16,12 @@ from psycopg2.extras import execute_values
 from ecom_insights.features import snapshot_dates, training_set
 from ecom_insights.models import churn, clv
 from ecom_insights.models import params as P
+from ecom_insights.models.errors import NotEnoughData
 from ecom_insights.models.registry import CHALLENGER, CHAMPION, ModelVersion, Registry
 
 CHURN_EXPERIMENT = "ecom_churn"
 CLV_EXPERIMENT = "ecom_clv"
 EARLY_VALUE_EXPERIMENT = "ecom_early_value"
-
-
-class NoChampion(RuntimeError):
-    """Scoring was asked for while no model version holds the champion alias."""
 
 
 def activity_range(conn, as_of: date | None = None) -> tuple[date, date]:
@@ -49,7 +46,7 @@ class TrainingOutcome:
     validation_date: date
     metrics: dict[str, float]
     ships: bool
-    run_id: str
+    run_id: str | None
     version: ModelVersion | None = None
     promoted: bool = False
     reason: str = ""
@@ -198,14 +195,25 @@ def register_and_decide(
     return outcome
 
 
+def not_trained(conn, model_name: str, as_of: date, error: NotEnoughData) -> TrainingOutcome:
+    """Record that the data could not support a model at `as_of`, and why."""
+    outcome = TrainingOutcome(model_name, as_of, {}, False, None, reason=f"not trained: {error}")
+    record_training(conn, as_of, outcome)
+    return outcome
+
+
 def train_churn(conn, registry: Registry, as_of: date | None = None) -> TrainingOutcome:
     """Train on the data up to `as_of` (all of it when None), evaluate against the baselines
-    on the newest labelled window, register, and apply the champion/challenger rule."""
+    on the newest labelled window, register, and apply the champion/challenger rule. Data
+    too short for the time windows is recorded as `not trained`, not raised."""
     start, end = activity_range(conn, as_of)
-    windows = churn.training_windows(start, end)
-    snapshots = churn_snapshots(conn, windows)
-    conn.commit()
-    model = churn.train(snapshots, windows)
+    try:
+        windows = churn.training_windows(start, end)
+        snapshots = churn_snapshots(conn, windows)
+        conn.commit()
+        model = churn.train(snapshots, windows)
+    except NotEnoughData as error:
+        return not_trained(conn, P.CHURN_MODEL_NAME, as_of or end, error)
     metrics = evaluate_churn(conn, model, snapshots[windows.validation])
     model.metrics = metrics
     outcome = register_and_decide(conn, registry, model, metrics, snapshots[windows.validation])
@@ -219,8 +227,11 @@ def train_early_value(conn, registry: Registry, as_of: date) -> TrainingOutcome:
     apply the champion/challenger rule on those cohorts."""
     from ecom_insights.models import early_value
 
-    frame = early_value.load_early_window(conn, as_of)
-    model, metrics = early_value.train(frame)
+    try:
+        frame = early_value.load_early_window(conn, as_of)
+        model, metrics = early_value.train(frame)
+    except NotEnoughData as error:
+        return not_trained(conn, P.EARLY_VALUE_MODEL_NAME, as_of, error)
     metric = P.EARLY_VALUE_CHAMPION_METRIC
     ships = metrics[f"model_{metric}"] > metrics[f"baseline_spend_{metric}"]
     validation = early_value.split_cohorts(frame)[2]
@@ -260,21 +271,21 @@ def train_early_value(conn, registry: Registry, as_of: date) -> TrainingOutcome:
     return outcome
 
 
-def score_early_value(conn, registry: Registry, as_of: date) -> int:
-    """Write marts.early_high_value for `as_of` with the champion early-value model: the
-    customers past their first 30 days and still inside their label window."""
+def score_early_value(conn, registry: Registry, as_of: date) -> Scoring:
+    """Replace marts.early_high_value for `as_of` with the champion early-value model's
+    scores: the customers past their first 30 days and still inside their label window.
+    Without a champion the date is left empty."""
     from ecom_insights.models import early_value
 
     champion = registry.alias(P.EARLY_VALUE_MODEL_NAME, CHAMPION)
     if champion is None:
-        raise NoChampion(
-            f"no {P.EARLY_VALUE_MODEL_NAME} model holds the '{CHAMPION}' alias: run the "
-            "ecom_training DAG first (a trained model ships only if it beats first-30-day spend)"
-        )
+        empty = early_value.score(None, pd.DataFrame())
+        return Scoring(early_value.write_early_high_value(conn, empty, as_of, ""), None)
     model = registry.load(champion)
     frame = early_value.scoring_rows(early_value.load_early_window(conn, as_of))
     scored = early_value.score(model, frame)
-    return early_value.write_early_high_value(conn, scored, as_of, champion.label)
+    rows = early_value.write_early_high_value(conn, scored, as_of, champion.label)
+    return Scoring(rows, champion.label)
 
 
 TRAINING_LOG_DDL = """
@@ -282,7 +293,7 @@ create table if not exists marts.model_training_log (
     model_name text not null,
     as_of_date date not null,
     trained_at timestamptz not null default now(),
-    mlflow_run_id text not null,
+    mlflow_run_id text,
     model_version text,
     ships boolean not null,
     promoted boolean not null,
@@ -359,16 +370,33 @@ def features_at(conn, as_of: date) -> pd.DataFrame:
         return pd.DataFrame(cur.fetchall(), columns=columns)
 
 
-def score_churn(conn, registry: Registry, as_of: date) -> int:
-    """Write marts.churn_scores for `as_of` with the champion; return the rows written."""
-    champion = registry.alias(P.CHURN_MODEL_NAME, CHAMPION)
-    if champion is None:
-        raise NoChampion(
-            f"no {P.CHURN_MODEL_NAME} model holds the '{CHAMPION}' alias: run the "
-            "ecom_training DAG first (a trained model ships only if it beats the baselines)"
+@dataclass(frozen=True)
+class Scoring:
+    rows: int
+    model_version: str | None  # None: no champion yet, nothing scored
+
+    def as_dict(self, as_of: date) -> dict:
+        note = (
+            None
+            if self.model_version
+            else ("no champion model (see marts.model_training_log): no rows written")
         )
-    model = registry.load(champion)
-    scores = churn.score(model, features_at(conn, as_of), champion.label)
+        return {
+            "as_of_date": as_of.isoformat(),
+            "rows": self.rows,
+            "model_version": self.model_version,
+            "note": note,
+        }
+
+
+def score_churn(conn, registry: Registry, as_of: date) -> Scoring:
+    """Replace marts.churn_scores for `as_of` with the champion's scores. Without a champion
+    (too little data so far, or no model beat the baselines) the date is left empty."""
+    champion = registry.alias(P.CHURN_MODEL_NAME, CHAMPION)
+    scores = pd.DataFrame()
+    if champion is not None:
+        model = registry.load(champion)
+        scores = churn.score(model, features_at(conn, as_of), champion.label)
     rows = [
         (
             r.customer_id,
@@ -385,7 +413,7 @@ def score_churn(conn, registry: Registry, as_of: date) -> int:
         cur.execute(CHURN_SCORES_DDL)
         cur.execute("delete from marts.churn_scores where as_of_date = %s", (as_of,))
         execute_values(cur, "insert into marts.churn_scores values %s", rows, page_size=5000)
-    return len(rows)
+    return Scoring(len(rows), champion.label if champion else None)
 
 
 def refresh_and_log_customer_value(conn, registry: Registry, as_of: date):
