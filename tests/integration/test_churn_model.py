@@ -214,3 +214,65 @@ def _shuffled_labels(snapshots: dict) -> dict:
         d: frame.assign(**{churn.LABEL: rng.permutation(frame[churn.LABEL].to_numpy())})
         for d, frame in snapshots.items()
     }
+
+
+def test_segments_follow_the_documented_precedence_and_export_per_segment(
+    trained, demo_url, registry, tmp_path
+):
+    from ecom_insights.models import segments
+
+    model, metrics, snapshots = trained
+    with warehouse.connect(demo_url) as conn:
+        pipeline.register_and_decide(
+            conn, registry, model, metrics, snapshots[model.windows.validation]
+        )
+        _, end = pipeline.activity_range(conn)
+        pipeline.score_churn(conn, registry, end)
+        pipeline.refresh_and_log_customer_value(conn, registry, end)
+        pipeline.score_early_value(conn, registry, end)  # no champion: an empty date
+        rows = segments.refresh_segments(conn, end)
+        assert segments.refresh_segments(conn, end) == rows  # a re-run replaces
+        paths = segments.export_segments(conn, end, tmp_path)
+        features = pipeline.features_at(conn, end)
+        with conn.cursor() as cur:
+            cur.execute(
+                "select s.*, f.days_since_signup from marts.customer_segments s "
+                "join marts.customer_features f using (as_of_date, customer_id) "
+                "where s.as_of_date = %s",
+                (end,),
+            )
+            mart = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+            cur.execute(
+                "select customer_id, expected_value_365d from marts.customer_value "
+                "where as_of_date = %s",
+                (end,),
+            )
+            value = dict(cur.fetchall())
+    assert rows == len(mart) == len(features) and mart.customer_id.is_unique
+    assert set(mart.segment) == set(P.SEGMENT_ACTIONS)
+    # the rules, first match wins, recomputed here from the mart's inputs
+    ev = mart.customer_id.map(value).astype(float).fillna(0)
+    value_percentile = 100 * (ev.rank(method="min") - 1) / (len(ev) - 1)
+    expected = np.select(
+        [
+            mart.days_since_signup <= P.SEGMENT_NEW_DAYS,
+            mart.frequency == 0,
+            mart.recency_days > P.SEGMENT_LOST_DAYS,
+            mart.recency_days > P.SEGMENT_HIBERNATING_DAYS,
+            mart.risk_band == "high",
+            value_percentile >= P.SEGMENT_HIGH_LTV_PERCENTILE,
+            mart.frequency >= P.SEGMENT_LOYAL_MIN_PURCHASES,
+        ],
+        ["new", "prospect", "lost", "hibernating", "at_risk", "high_ltv", "loyal"],
+        default="active",
+    )
+    assert (mart.segment.to_numpy() == expected).all()
+    assert (mart.recommended_action == mart.segment.map(P.SEGMENT_ACTIONS)).all()
+    at_risk = mart[mart.segment == "at_risk"].sort_values("rank_in_segment")
+    assert at_risk.segment_score.is_monotonic_decreasing
+    assert at_risk.score_percentile.iloc[0] == 100
+    for segment, path in paths.items():
+        exported = pd.read_csv(path)
+        in_mart = mart[mart.segment == segment].sort_values("rank_in_segment")
+        assert exported.customer_id.tolist() == in_mart.customer_id.tolist()
+        assert list(exported.columns) == list(segments.EXPORT_COLUMNS)
