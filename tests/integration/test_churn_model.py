@@ -276,3 +276,51 @@ def test_segments_follow_the_documented_precedence_and_export_per_segment(
         in_mart = mart[mart.segment == segment].sort_values("rank_in_segment")
         assert exported.customer_id.tolist() == in_mart.customer_id.tolist()
         assert list(exported.columns) == list(segments.EXPORT_COLUMNS)
+
+
+def test_training_then_scoring_dags_fill_every_model_mart(
+    demo_url, airflow_db, tmp_path, monkeypatch
+):
+    """The two DAGs for real (dag.test), with MLflow at its default: the warehouse's
+    `mlflow` schema."""
+    from ecom_insights import runtime
+
+    home = tmp_path / "ecom"
+    monkeypatch.setenv("ECOM_HOME", str(home))
+    monkeypatch.setenv("ECOM_DATABASE_URL", demo_url)
+    monkeypatch.setenv("AIRFLOW_CONN_ECOM_WAREHOUSE", warehouse.airflow_connection_json(demo_url))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with warehouse.connect(demo_url) as conn:
+        _, end = pipeline.activity_range(conn)
+
+    training = runtime.run_dag("ecom_training", end)
+    assert training.state == "success", training.task_states
+    scoring = runtime.run_dag("ecom_scoring", end)
+    assert scoring.state == "success", scoring.task_states
+
+    def counts() -> dict[str, int]:
+        result = {}
+        with warehouse.connect(demo_url) as conn, conn.cursor() as cur:
+            for mart in ("churn_scores", "customer_value", "early_high_value", "customer_segments"):
+                cur.execute(f"select count(*) from marts.{mart} where as_of_date = %s", (end,))
+                result[mart] = cur.fetchone()[0]
+        return result
+
+    first = counts()
+    assert all(n > 0 for n in first.values()), first
+    assert runtime.run_dag("ecom_scoring", end).state == "success"
+    assert counts() == first  # a re-run replaces the date's rows
+    with warehouse.connect(demo_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select model_name, ships, promoted, model_version from marts.model_training_log "
+            "where as_of_date = %s order by model_name",
+            (end,),
+        )
+        assert cur.fetchall() == [
+            ("ecom_churn", True, True, "ecom_churn/v1"),
+            ("ecom_early_value", True, True, "ecom_early_value/v1"),
+        ]
+        cur.execute("select count(*) from mlflow.model_versions")
+        assert cur.fetchone()[0] == 2
+    exports = sorted(p.name for p in (home / "exports" / "segments" / end.isoformat()).iterdir())
+    assert exports == sorted(f"{segment}.csv" for segment in P.SEGMENT_ACTIONS)
