@@ -26,7 +26,7 @@ purchase_days as (
     group by customer_id, session_date
 ),
 
-numbered as (
+with_first_day as (
     select
         *,
         min(purchase_date) over (partition by customer_id) as first_purchase_date
@@ -48,7 +48,7 @@ final as (
         coalesce(
             avg(purchase_value) filter (where purchase_date > first_purchase_date), 0
         ) as monetary_value
-    from numbered
+    from with_first_day
     group by customer_id
 )
 
