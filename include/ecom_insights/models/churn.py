@@ -158,21 +158,22 @@ class ChurnModel:
     def drivers(self, frame: pd.DataFrame, top: int = P.TOP_DRIVERS) -> list[list[dict]]:
         """Per row, the `top` features that raise the risk most (positive contributions
         only, largest first), each with the customer's value and its contribution."""
-        contributions = self.contributions(frame)[list(self.features)]
-        values = frame[list(self.features)]
+        names = list(self.features)
+        contributions = self.contributions(frame)[names].to_numpy()
+        values = frame[names].to_numpy(dtype=object)
+        # per row, the columns in decreasing contribution; keep the positive ones
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :top]
         result = []
-        for (_, row), (_, value_row) in zip(
-            contributions.iterrows(), values.iterrows(), strict=True
-        ):
-            positive = row[row > 0].sort_values(ascending=False).head(top)
+        for row, columns in enumerate(order):
             result.append(
                 [
                     {
-                        "feature": name,
-                        "value": _json_value(value_row[name]),
-                        "contribution": round(float(contribution), 6),
+                        "feature": names[column],
+                        "value": _json_value(values[row, column]),
+                        "contribution": round(float(contributions[row, column]), 6),
                     }
-                    for name, contribution in positive.items()
+                    for column in columns
+                    if contributions[row, column] > 0
                 ]
             )
         return result
