@@ -45,3 +45,60 @@ as $$
         else 'autumn'
     end
 $$;
+
+-- The additive state behind marts.customer_features: per customer, the counts and sums that
+-- the features are ratios or picks of, as of a date. A day's roll-forward adds that day's
+-- sessions and events to it instead of reading each changed customer's whole history.
+-- Versioned: the partition for date V holds the rows written at V (every customer with data
+-- for a full build, the changed customers for a roll-forward); a customer's state at D is
+-- their latest version on or before D. Columns named as the features they feed.
+create table if not exists intermediate.int_customer_feature_state (
+    -- ids
+    customer_id                    text    not null,
+    as_of_date                     date    not null,
+    -- frequency and money (all-time, up to as_of_date)
+    sessions_count                 bigint  not null,
+    frequency                      bigint  not null,
+    monetary                       numeric not null,
+    last_purchase_date             date,
+    last_session_date              date,
+    -- totals behind the averages: a sum and the number of values summed
+    browsing_time_sec_sum          numeric not null,
+    browsing_time_sec_known        bigint  not null,
+    pages_viewed_sum               bigint  not null,
+    pages_viewed_known             bigint  not null,
+    added_to_cart_sum              bigint  not null,
+    added_to_cart_known            bigint  not null,
+    purchases_with_discount        bigint  not null,
+    purchases_with_discount_known  bigint  not null,
+    weekend_sessions               bigint  not null,
+    -- trailing windows at as_of_date
+    sessions_last_7d               bigint  not null,
+    sessions_last_30d              bigint  not null,
+    sessions_last_90d              bigint  not null,
+    purchases_last_7d              bigint  not null,
+    purchases_last_30d             bigint  not null,
+    purchases_last_90d             bigint  not null,
+    monetary_last_30d              numeric not null,
+    monetary_last_365d             numeric not null,
+    sessions_prev_90d              bigint  not null,
+    monetary_prev_90d              numeric not null,
+    -- sessions (and purchases) per value, the modes' inputs: parallel arrays, any order
+    categories                     text[],
+    category_sessions              bigint[],
+    category_purchases             bigint[],
+    hours                          integer[],
+    hour_sessions                  bigint[],
+    weekdays                       integer[],
+    weekday_sessions               bigint[],
+    -- the modes (NULL without a value to count)
+    top_category                   text,
+    favourite_category             text,
+    favourite_hour                 integer,
+    favourite_weekday              integer,
+    -- events (0 without any)
+    events                         bigint  not null,
+    view_events                    bigint  not null,
+    sessions_with_cart_event       bigint  not null,
+    primary key (customer_id, as_of_date)
+) partition by list (as_of_date);
