@@ -152,11 +152,7 @@ WINDOW_COLUMNS = [
     "sessions_prev_90d",
     "monetary_prev_90d",
 ]
-ARRAY_GROUPS = {
-    "categories": ("category_sessions", "category_purchases"),
-    "hours": ("hour_sessions",),
-    "weekdays": ("weekday_sessions",),
-}
+ARRAY_GROUPS = {"categories": ("category_sessions", "category_purchases")}
 
 
 def state_at(url: str, as_of: date) -> pd.DataFrame:
@@ -180,6 +176,8 @@ def state_at(url: str, as_of: date) -> pd.DataFrame:
             for row in zip(frame[values], *(frame[c] for c in counts), strict=True)
         ]
         frame = frame.drop(columns=list(counts))
+    for column in ("hour_sessions", "weekday_sessions"):
+        frame[column] = [None if v is None else tuple(v) for v in frame[column]]
     return frame
 
 

@@ -2,8 +2,9 @@
 -- date D from their whole history (sessions up to D, events whose own day is up to D). The
 -- columns are described in ddl/features.sql. Bound parameter:
 --   as_of_date  D
--- Every aggregate here is a count, a sum, a max or an array_agg over a hash: no sort, and
--- each runs as a parallel partial aggregate.
+-- One pass over the sessions for every count and sum (windows, hours and weekdays included),
+-- one for the counts per category, two over the events: each a parallel hash aggregation,
+-- none sorts.
 
 with
 
@@ -85,7 +86,43 @@ session_totals as (
             where purchase_made
               and session_date > %(as_of_date)s::date - 120
               and session_date <= %(as_of_date)s::date - 30
-        ), 0) as monetary_prev_90d
+        ), 0) as monetary_prev_90d,
+        -- sessions per hour (element h + 1 for hour h) and per ISO weekday (element d)
+        array[
+            count(*) filter (where session_hour = 0),
+            count(*) filter (where session_hour = 1),
+            count(*) filter (where session_hour = 2),
+            count(*) filter (where session_hour = 3),
+            count(*) filter (where session_hour = 4),
+            count(*) filter (where session_hour = 5),
+            count(*) filter (where session_hour = 6),
+            count(*) filter (where session_hour = 7),
+            count(*) filter (where session_hour = 8),
+            count(*) filter (where session_hour = 9),
+            count(*) filter (where session_hour = 10),
+            count(*) filter (where session_hour = 11),
+            count(*) filter (where session_hour = 12),
+            count(*) filter (where session_hour = 13),
+            count(*) filter (where session_hour = 14),
+            count(*) filter (where session_hour = 15),
+            count(*) filter (where session_hour = 16),
+            count(*) filter (where session_hour = 17),
+            count(*) filter (where session_hour = 18),
+            count(*) filter (where session_hour = 19),
+            count(*) filter (where session_hour = 20),
+            count(*) filter (where session_hour = 21),
+            count(*) filter (where session_hour = 22),
+            count(*) filter (where session_hour = 23)
+        ] as hour_sessions,
+        array[
+            count(*) filter (where session_weekday = 1),
+            count(*) filter (where session_weekday = 2),
+            count(*) filter (where session_weekday = 3),
+            count(*) filter (where session_weekday = 4),
+            count(*) filter (where session_weekday = 5),
+            count(*) filter (where session_weekday = 6),
+            count(*) filter (where session_weekday = 7)
+        ] as weekday_sessions
     from sessions
     group by customer_id
 ),
@@ -101,20 +138,8 @@ category_counts as (
     group by customer_id, product_category
 ),
 
-hour_counts as (
-    select customer_id, session_hour as hour, count(*) as sessions
-    from sessions
-    group by customer_id, session_hour
-),
-
-weekday_counts as (
-    select customer_id, session_weekday as weekday, count(*) as sessions
-    from sessions
-    group by customer_id, session_weekday
-),
-
--- the modes: arrays compare element by element, so the largest [count, -value] holds the
--- most frequent value, a tie going to the smallest value (the first category in byte order)
+-- the modes of the categories: arrays compare element by element, so the largest
+-- [count, -rank] holds the most frequent category, a tie going to the first in byte order
 categories as (
     select
         c.customer_id,
@@ -129,45 +154,21 @@ categories as (
     group by c.customer_id
 ),
 
-hours as (
-    select
-        customer_id,
-        array_agg(hour) as hours,
-        array_agg(sessions) as hour_sessions,
-        (-(max(array[sessions, -hour]))[2])::integer as favourite_hour
-    from hour_counts
-    group by customer_id
-),
-
-weekdays as (
-    select
-        customer_id,
-        array_agg(weekday) as weekdays,
-        array_agg(sessions) as weekday_sessions,
-        (-(max(array[sessions, -weekday]))[2])::integer as favourite_weekday
-    from weekday_counts
-    group by customer_id
-),
-
--- a session's events counted once per session: a session with a cart event counts once
-event_sessions as (
-    select
-        customer_id,
-        session_id,
-        count(*) as events,
-        count(*) filter (where event_type = 'view') as view_events,
-        bool_or(event_type = 'cart') as has_cart_event
-    from events
-    group by customer_id, session_id
-),
-
 event_totals as (
     select
         customer_id,
-        sum(events)::bigint as events,
-        sum(view_events)::bigint as view_events,
-        count(*) filter (where has_cart_event) as sessions_with_cart_event
-    from event_sessions
+        count(*) as events,
+        count(*) filter (where event_type = 'view') as view_events
+    from events
+    group by customer_id
+),
+
+cart_sessions as (
+    -- a session with several cart events counts once
+    select customer_id, count(*) as sessions_with_cart_event
+    from (
+        select distinct customer_id, session_id from events where event_type = 'cart'
+    ) as carts
     group by customer_id
 ),
 
@@ -207,27 +208,24 @@ final as (
         c.categories,
         c.category_sessions,
         c.category_purchases,
-        h.hours,
-        h.hour_sessions,
-        w.weekdays,
-        w.weekday_sessions,
+        s.hour_sessions,
+        s.weekday_sessions,
         -- the modes
         top_rank.category as top_category,
         favourite_rank.category as favourite_category,
-        h.favourite_hour,
-        w.favourite_weekday,
+        marts.mode_position(s.hour_sessions) - 1 as favourite_hour,
+        marts.mode_position(s.weekday_sessions) as favourite_weekday,
         -- events
         coalesce(e.events, 0) as events,
         coalesce(e.view_events, 0) as view_events,
-        coalesce(e.sessions_with_cart_event, 0) as sessions_with_cart_event
+        coalesce(cs.sessions_with_cart_event, 0) as sessions_with_cart_event
     from session_totals as s
     full join event_totals as e on e.customer_id = s.customer_id
     left join categories as c on c.customer_id = s.customer_id
     left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
     left join category_ranks as favourite_rank
         on favourite_rank.category_rank = c.favourite_category_rank
-    left join hours as h on h.customer_id = s.customer_id
-    left join weekdays as w on w.customer_id = s.customer_id
+    left join cart_sessions as cs on cs.customer_id = e.customer_id
 )
 
 select * from final

@@ -12,12 +12,17 @@
 with
 
 -- import
+changed as materialized (
+    -- one list for every lookup below (an array repeated in each filter costs planning time)
+    select unnest(%(changed_customer_ids)s::text[]) as customer_id
+),
+
 base as (
     -- each changed customer's state at P: the latest version on or before P
     select distinct on (customer_id) *
     from intermediate.int_customer_feature_state
     where as_of_date <= %(previous_date)s::date
-      and customer_id = any(%(changed_customer_ids)s::text[])
+      and customer_id in (select customer_id from changed)
     order by customer_id, as_of_date desc
 ),
 
@@ -37,7 +42,7 @@ previous as (
         monetary_prev_90d
     from marts.customer_features
     where as_of_date = %(previous_date)s::date
-      and customer_id = any(%(changed_customer_ids)s::text[])
+      and customer_id in (select customer_id from changed)
 ),
 
 new_sessions as not materialized (
@@ -53,49 +58,56 @@ new_sessions as not materialized (
         product_category,
         session_hour,
         session_weekday
+    -- every customer with a session in (P, D] is a changed customer
     from intermediate.int_sessions_enriched
     where session_date > %(previous_date)s::date
       and session_date <= %(as_of_date)s::date
-      and customer_id = any(%(changed_customer_ids)s::text[])
+),
+
+edge_days as (
+    -- the days that a window edge e crosses between P and D, (P - e, D - e], for e in 0, 7,
+    -- 30, 90, 120 and 365: the sessions that can enter or leave a trailing window
+    select distinct day::date as day
+    from unnest(array[0, 7, 30, 90, 120, 365]) as edge
+    cross join lateral generate_series(
+        %(previous_date)s::date - edge + 1, %(as_of_date)s::date - edge, interval '1 day'
+    ) as day
 ),
 
 edge_sessions as (
-    -- the sessions that can enter or leave a trailing window between P and D: the days that
-    -- each window edge e crosses, (P - e, D - e], for e in 0, 7, 30, 90, 120 and 365
+    -- of every customer (a few days of sessions), read day by day from
+    -- sessions_date_covering_idx alone (an index-only scan)
     select customer_id, session_date, purchase_made, purchase_amount
     from staging.stg_sessions
-    where customer_id = any(%(changed_customer_ids)s::text[])
-      and (
-          (session_date > %(previous_date)s::date and session_date <= %(as_of_date)s::date)
-          or (session_date > %(previous_date)s::date - 7
-              and session_date <= %(as_of_date)s::date - 7)
-          or (session_date > %(previous_date)s::date - 30
-              and session_date <= %(as_of_date)s::date - 30)
-          or (session_date > %(previous_date)s::date - 90
-              and session_date <= %(as_of_date)s::date - 90)
-          or (session_date > %(previous_date)s::date - 120
-              and session_date <= %(as_of_date)s::date - 120)
-          or (session_date > %(previous_date)s::date - 365
-              and session_date <= %(as_of_date)s::date - 365)
-      )
+    where session_date = any (array(select day from edge_days))
 ),
 
 last_year_sessions as (
-    -- the last year of the changed customers without a row at P (signed up after P)
-    select customer_id, session_date, purchase_made, purchase_amount
-    from staging.stg_sessions
-    where customer_id = any(%(changed_customer_ids)s::text[])
-      and session_date > %(as_of_date)s::date - 365
-      and session_date <= %(as_of_date)s::date
-      and customer_id not in (select customer_id from previous)
+    -- the last year of the changed customers without a row at P (signed up after P), read
+    -- customer by customer through sessions_customer_date_idx ("offset 0" keeps the lateral
+    -- subquery a per-customer index scan rather than a scan of every session)
+    select s.customer_id, s.session_date, s.purchase_made, s.purchase_amount
+    from (
+        select customer_id from changed
+        except
+        select customer_id from previous
+    ) as n
+    cross join lateral (
+        select customer_id, session_date, purchase_made, purchase_amount
+        from staging.stg_sessions
+        where customer_id = n.customer_id
+          and session_date > %(as_of_date)s::date - 365
+          and session_date <= %(as_of_date)s::date
+        offset 0
+    ) as s
 ),
 
 new_events as not materialized (
     select customer_id, session_id, event_type
     from staging.stg_events
+    -- every customer with an event in (P, D] is a changed customer
     where event_time >= %(previous_date)s::date + 1
       and event_time < %(as_of_date)s::date + 1
-      and customer_id = any(%(changed_customer_ids)s::text[])
 ),
 
 category_ranks as (
@@ -123,7 +135,43 @@ session_totals as (
         count(added_to_cart) as added_to_cart_known,
         count(*) filter (where purchase_made and discount_amount > 0) as purchases_with_discount,
         count(discount_amount) filter (where purchase_made) as purchases_with_discount_known,
-        count(*) filter (where session_weekday >= 6) as weekend_sessions
+        count(*) filter (where session_weekday >= 6) as weekend_sessions,
+        -- sessions per hour (element h + 1 for hour h) and per ISO weekday (element d)
+        array[
+            count(*) filter (where session_hour = 0),
+            count(*) filter (where session_hour = 1),
+            count(*) filter (where session_hour = 2),
+            count(*) filter (where session_hour = 3),
+            count(*) filter (where session_hour = 4),
+            count(*) filter (where session_hour = 5),
+            count(*) filter (where session_hour = 6),
+            count(*) filter (where session_hour = 7),
+            count(*) filter (where session_hour = 8),
+            count(*) filter (where session_hour = 9),
+            count(*) filter (where session_hour = 10),
+            count(*) filter (where session_hour = 11),
+            count(*) filter (where session_hour = 12),
+            count(*) filter (where session_hour = 13),
+            count(*) filter (where session_hour = 14),
+            count(*) filter (where session_hour = 15),
+            count(*) filter (where session_hour = 16),
+            count(*) filter (where session_hour = 17),
+            count(*) filter (where session_hour = 18),
+            count(*) filter (where session_hour = 19),
+            count(*) filter (where session_hour = 20),
+            count(*) filter (where session_hour = 21),
+            count(*) filter (where session_hour = 22),
+            count(*) filter (where session_hour = 23)
+        ] as hour_sessions,
+        array[
+            count(*) filter (where session_weekday = 1),
+            count(*) filter (where session_weekday = 2),
+            count(*) filter (where session_weekday = 3),
+            count(*) filter (where session_weekday = 4),
+            count(*) filter (where session_weekday = 5),
+            count(*) filter (where session_weekday = 6),
+            count(*) filter (where session_weekday = 7)
+        ] as weekday_sessions
     from new_sessions
     group by customer_id
 ),
@@ -245,7 +293,7 @@ windows as (
     group by customer_id
 ),
 
--- counts per value: the base's, plus one per new session
+-- counts per category: the base's, plus one per new session
 category_counts as (
     select customer_id, category, sum(sessions)::bigint as sessions,
         sum(purchases)::bigint as purchases
@@ -262,33 +310,7 @@ category_counts as (
     group by customer_id, category
 ),
 
-hour_counts as (
-    select customer_id, hour, sum(sessions)::bigint as sessions
-    from (
-        select b.customer_id, v.hour, v.sessions
-        from base as b
-        cross join lateral unnest(b.hours, b.hour_sessions) as v (hour, sessions)
-        union all
-        select customer_id, session_hour, 1
-        from new_sessions
-    ) as counts
-    group by customer_id, hour
-),
-
-weekday_counts as (
-    select customer_id, weekday, sum(sessions)::bigint as sessions
-    from (
-        select b.customer_id, v.weekday, v.sessions
-        from base as b
-        cross join lateral unnest(b.weekdays, b.weekday_sessions) as v (weekday, sessions)
-        union all
-        select customer_id, session_weekday, 1
-        from new_sessions
-    ) as counts
-    group by customer_id, weekday
-),
-
--- the modes, as in the full build (int_customer_feature_state.sql)
+-- the modes of the categories, as in the full build (int_customer_feature_state.sql)
 categories as (
     select
         c.customer_id,
@@ -303,26 +325,6 @@ categories as (
     group by c.customer_id
 ),
 
-hours as (
-    select
-        customer_id,
-        array_agg(hour) as hours,
-        array_agg(sessions) as hour_sessions,
-        (-(max(array[sessions, -hour]))[2])::integer as favourite_hour
-    from hour_counts
-    group by customer_id
-),
-
-weekdays as (
-    select
-        customer_id,
-        array_agg(weekday) as weekdays,
-        array_agg(sessions) as weekday_sessions,
-        (-(max(array[sessions, -weekday]))[2])::integer as favourite_weekday
-    from weekday_counts
-    group by customer_id
-),
-
 event_totals as (
     select
         customer_id,
@@ -334,18 +336,21 @@ event_totals as (
 
 new_cart_sessions as (
     -- sessions with a first cart event in (P, D]: one with an earlier cart event is counted
-    select customer_id, count(distinct session_id) as sessions_with_cart_event
+    -- already (each looked up through events_session_idx)
+    select n.customer_id, count(distinct n.session_id) as sessions_with_cart_event
     from new_events as n
-    where event_type = 'cart'
-      and not exists (
-          select 1
-          from staging.stg_events as e
-          where e.session_id = n.session_id
-            and e.customer_id = n.customer_id
-            and e.event_type = 'cart'
-            and e.event_time < %(previous_date)s::date + 1
-      )
-    group by customer_id
+    left join lateral (
+        select true as seen
+        from staging.stg_events as e
+        where e.session_id = n.session_id
+          and e.customer_id = n.customer_id
+          and e.event_type = 'cart'
+          and e.event_time < %(previous_date)s::date + 1
+        limit 1
+    ) as earlier on true
+    where n.event_type = 'cart'
+      and earlier.seen is null
+    group by n.customer_id
 ),
 
 customers as (
@@ -355,6 +360,17 @@ customers as (
     select customer_id from session_totals
     union
     select customer_id from event_totals
+),
+
+habits as materialized (
+    -- materialized: the modes below then read the summed counts, not the sums again
+    select
+        k.customer_id,
+        marts.add_counts(b.hour_sessions, s.hour_sessions) as hour_sessions,
+        marts.add_counts(b.weekday_sessions, s.weekday_sessions) as weekday_sessions
+    from customers as k
+    left join base as b on b.customer_id = k.customer_id
+    left join session_totals as s on s.customer_id = k.customer_id
 ),
 
 final as (
@@ -400,15 +416,13 @@ final as (
         c.categories,
         c.category_sessions,
         c.category_purchases,
-        h.hours,
-        h.hour_sessions,
-        wd.weekdays,
-        wd.weekday_sessions,
+        hb.hour_sessions,
+        hb.weekday_sessions,
         -- the modes
         top_rank.category as top_category,
         favourite_rank.category as favourite_category,
-        h.favourite_hour,
-        wd.favourite_weekday,
+        marts.mode_position(hb.hour_sessions) - 1 as favourite_hour,
+        marts.mode_position(hb.weekday_sessions) as favourite_weekday,
         -- events
         coalesce(b.events, 0) + coalesce(e.events, 0) as events,
         coalesce(b.view_events, 0) + coalesce(e.view_events, 0) as view_events,
@@ -422,8 +436,7 @@ final as (
     left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
     left join category_ranks as favourite_rank
         on favourite_rank.category_rank = c.favourite_category_rank
-    left join hours as h on h.customer_id = k.customer_id
-    left join weekdays as wd on wd.customer_id = k.customer_id
+    left join habits as hb on hb.customer_id = k.customer_id
     left join event_totals as e on e.customer_id = k.customer_id
     left join new_cart_sessions as cs on cs.customer_id = k.customer_id
 )

@@ -81,8 +81,9 @@ final as (
         case
             when s.top_category is not null then cardinality(s.categories)::bigint
         end as categories_viewed,
-        s.top_category,
-        s.favourite_category,
+        -- in the "C" collation, as the modes' tie rule and the mart's columns have always been
+        s.top_category collate "C" as top_category,
+        s.favourite_category collate "C" as favourite_category,
         -- habits
         s.favourite_hour,
         s.favourite_weekday,
