@@ -196,7 +196,8 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
         conn,
         as_of,
         [
-            (_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": changed}),
+            # the carried-over rows first: the largest query, which CREATE TABLE AS runs in
+            # parallel
             (
                 _sql("marts/customer_features_roll_forward.sql"),
                 {
@@ -205,6 +206,7 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
                     "changed_customer_ids": changed,
                 },
             ),
+            (_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": changed}),
         ],
     )
     return SnapshotBuild(as_of, "incremental", rows, len(changed), previous)
