@@ -1,6 +1,7 @@
 """`make bench`: ingestion and the feature store at scale, against named peers, in one run.
 
     python -m ecom_insights.bench [--customers 1000000] [--data DIR] [--home DIR] [--skip-peers]
+                                  [--only features]
 
 Steps, each timed on the same files and the same machine:
 1. demo data from the generator (reused when DIR already holds it);
@@ -13,6 +14,8 @@ Steps, each timed on the same files and the same machine:
 5. a roll-forward of that last day from the day before, against the full build.
 
 The figures go to docs/benchmarks.md (the section between the bench markers) and to stdout.
+`--only features` runs steps 4 and 5 alone on the data an earlier run left in --home (its
+warehouse and files), and prints the figures without writing the document.
 The bench is no test: `make test` does not run it.
 """
 
@@ -79,7 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--home", type=Path, default=Path("/tmp/ecom-bench"))
     parser.add_argument("--skip-peers", action="store_true", help="no pandas / DuckDB runs")
     parser.add_argument("--doc", type=Path, default=PROJECT_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--only", choices=["features"], help="only the feature steps, on data already loaded"
+    )
     args = parser.parse_args(argv)
+    if args.only == "features":
+        run_features_only(args.home, args.data or args.home / f"data-{args.customers}", args)
+        return
     report = run(
         args.customers,
         args.data or args.home / f"data-{args.customers}",
@@ -206,6 +215,47 @@ def run(customers: int, data: Path, home: Path, *, peers: bool) -> dict:
             f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
         ),
     }
+
+
+def run_features_only(home: Path, data: Path, args) -> None:
+    """Steps 4 and 5 on the warehouse an earlier run loaded in `home`: prints the seconds and
+    the ratios that the report would show."""
+    from ecom_insights import features, warehouse
+
+    url = warehouse.with_database(warehouse.start_embedded_server(home / "pgdata"), "bench_ingest")
+    timings = Timings()
+    with warehouse.connect(url) as conn:
+        last_day = features.data_end(conn)
+        features.ensure_feature_models(conn)
+    with warehouse.connect(url) as conn:
+        timings.measure(
+            "features: full build (PostgreSQL)", features.build_features, conn, last_day
+        )
+    if not args.skip_peers:
+        for peer in ("pandas", "duckdb"):
+            seconds, peak_mib = run_peer(peer, data, last_day)
+            timings.seconds[f"features: {peer}"] = seconds
+            print(f"bench: features: {peer:<30} {seconds:8.1f} s, peak {peak_mib:,.0f} MiB")
+    with warehouse.connect(url) as conn:
+        timings.measure(
+            "features: full build of the day before",
+            features.build_features,
+            conn,
+            last_day - timedelta(days=1),
+        )
+    with warehouse.connect(url) as conn:
+        rolled = timings.measure(
+            "features: roll forward one day", features.roll_forward_features, conn, last_day
+        )
+    s = timings.seconds
+    full = s["features: full build (PostgreSQL)"]
+    for peer in ("pandas", "duckdb"):
+        if f"features: {peer}" in s:
+            print(f"bench: PostgreSQL / {peer}: {full / s[f'features: {peer}']:.2f}")
+    print(
+        f"bench: roll forward / full build: {s['features: roll forward one day'] / full:.3f} "
+        f"({rolled.recomputed_customers:,} customers recomputed, {rolled.mode})"
+    )
 
 
 def bare_copy(url: str, data: Path, with_indexes: bool) -> None:

@@ -6,14 +6,21 @@ The SQL is layered under include/sql: staging views (stg_*) over core, intermedi
 (int_*), and the mart's query (marts/customer_features.sql). docs/features.md defines every
 column.
 
-Two ways to build a snapshot, with identical results (a test holds them to it):
-- `build_features`: every customer from their whole history up to D;
-- `roll_forward_features`: from the snapshot at P < D, when the new data lies in (P, D]:
-  the customers with activity in (P, D] (or signed up then) are computed afresh, the others
-  are carried over with their date-dependent columns moved on (customer_features_roll_forward.sql).
+The features are read off an additive state per customer
+(`intermediate.int_customer_feature_state`: counts, sums, trailing windows, counts per
+category, hour and weekday, and the modes picked from them), versioned by date like the
+snapshots. Two ways to build a snapshot, with identical results (a test holds them to it):
+- `build_features`: every customer's state from their whole history up to D
+  (int_customer_feature_state.sql), then the snapshot from it;
+- `roll_forward_features`: from the snapshot and the state at P < D, when the new data lies
+  in (P, D]: the customers with activity in (P, D] (or signed up then) get a new state
+  version, their state at P plus that data only (int_customer_feature_state_roll_forward.sql),
+  and their row from it; the others are carried over with their date-dependent columns moved
+  on (customer_features_roll_forward.sql). Without a state at P it builds in full.
 
-A snapshot is built as a standalone table, indexed, then attached as the partition for D in
-one transaction: readers see the old snapshot or the new one, never half of one.
+Snapshots and state versions are built as standalone tables, indexed, then attached as the
+partition for D in one transaction: readers see the old snapshot or the new one, never half
+of one.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from psycopg2 import sql
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 FEATURES_TABLE = "customer_features"
+STATE_TABLE = "int_customer_feature_state"
 # The views the mart reads, in dependency order: (schema, name), the SQL in
 # include/sql/<schema>/<name>.sql.
 FEATURE_VIEWS = (
@@ -33,8 +41,9 @@ FEATURE_VIEWS = (
     ("staging", "stg_events"),
     ("staging", "stg_products"),
     ("intermediate", "int_sessions_enriched"),
-    ("intermediate", "int_session_events_aggregated"),
 )
+# views of earlier versions that nothing reads any more, dropped when the models are created
+RETIRED_VIEWS = (("intermediate", "int_session_events_aggregated"),)
 # Days after D over which churn is observed for the training label.
 CHURN_HORIZON_DAYS = 90
 
@@ -58,7 +67,7 @@ def ensure_feature_models(conn) -> None:
     with conn.cursor() as cur:
         cur.execute(_sql("ddl/features.sql"))
         cur.execute("create schema if not exists staging")
-        for schema, name in reversed(FEATURE_VIEWS):
+        for schema, name in RETIRED_VIEWS + tuple(reversed(FEATURE_VIEWS)):
             cur.execute(
                 sql.SQL("drop view if exists {} cascade").format(sql.Identifier(schema, name))
             )
@@ -88,14 +97,24 @@ def ensure_feature_models(conn) -> None:
 
 def snapshot_dates(conn) -> list[date]:
     """The as-of dates that have a snapshot, oldest first."""
+    return _partition_dates(conn, f"marts.{FEATURES_TABLE}")
+
+
+def state_dates(conn) -> list[date]:
+    """The dates that have a version of the feature state, oldest first."""
+    return _partition_dates(conn, f"intermediate.{STATE_TABLE}")
+
+
+def _partition_dates(conn, parent: str) -> list[date]:
     with conn.cursor() as cur:
         cur.execute(
             """
             select pg_get_expr(c.relpartbound, c.oid)
             from pg_inherits i
             join pg_class c on c.oid = i.inhrelid
-            where i.inhparent = to_regclass('marts.customer_features')
-            """
+            where i.inhparent = to_regclass(%s)
+            """,
+            (parent,),
         )
         bounds = [row[0] for row in cur.fetchall()]
     # bounds read FOR VALUES IN ('2024-06-30')
@@ -107,8 +126,26 @@ def _partition_name(as_of: date) -> str:
 
 
 def build_features(conn, as_of: date) -> SnapshotBuild:
-    """Build the snapshot at `as_of` from every customer's whole history up to that day."""
+    """Build the snapshot at `as_of` from every customer's whole history up to that day: the
+    state of every customer at `as_of` first (it replaces the state versions before `as_of`,
+    which it supersedes), then the snapshot from it."""
     ensure_feature_models(conn)
+    with conn.cursor() as cur:
+        _set_build_settings(cur)
+        _write_partition(
+            cur,
+            ("intermediate", STATE_TABLE),
+            as_of,
+            [(_sql("intermediate/int_customer_feature_state.sql"), {"as_of_date": as_of})],
+            key=("customer_id", "as_of_date"),
+        )
+        for older in state_dates(conn):
+            if older < as_of:
+                cur.execute(
+                    sql.SQL("drop table {}").format(
+                        sql.Identifier("intermediate", f"{STATE_TABLE}_{older:%Y%m%d}")
+                    )
+                )
     rows = _write_snapshot(
         conn,
         as_of,
@@ -123,6 +160,8 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
 
     Correct when no data dated on or before `previous` has arrived since that snapshot was
     built; otherwise use `build_features` (the feature DAG decides from the asset events).
+    Without a state version at `previous` (pruned by a later full build, or a snapshot older
+    than the state), it builds in full.
     """
     ensure_feature_models(conn)
     if previous is None:
@@ -132,12 +171,33 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
         previous = earlier[-1]
     if previous >= as_of:
         raise ValueError(f"previous snapshot {previous} is not before {as_of}")
+    if previous not in state_dates(conn):
+        return build_features(conn, as_of)
     changed = changed_customers(conn, previous, as_of)
+    with conn.cursor() as cur:
+        _set_build_settings(cur)
+        _write_partition(
+            cur,
+            ("intermediate", STATE_TABLE),
+            as_of,
+            [
+                (
+                    _sql("intermediate/int_customer_feature_state_roll_forward.sql"),
+                    {
+                        "as_of_date": as_of,
+                        "previous_date": previous,
+                        "changed_customer_ids": changed,
+                    },
+                )
+            ],
+            key=("customer_id", "as_of_date"),
+        )
     rows = _write_snapshot(
         conn,
         as_of,
         [
-            (_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": changed}),
+            # the carried-over rows first: the largest query, which CREATE TABLE AS runs in
+            # parallel
             (
                 _sql("marts/customer_features_roll_forward.sql"),
                 {
@@ -146,6 +206,7 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
                     "changed_customer_ids": changed,
                 },
             ),
+            (_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": changed}),
         ],
     )
     return SnapshotBuild(as_of, "incremental", rows, len(changed), previous)
@@ -193,42 +254,85 @@ def changed_customers(conn, previous: date, as_of: date) -> list[str]:
         return sorted(row[0] for row in cur.fetchall())
 
 
+def _set_build_settings(cur) -> None:
+    """Settings for the rest of the build's transaction: the aggregates hash every customer's
+    sessions and events, in memory and in parallel (see docs/benchmarks.md)."""
+    cur.execute("set local work_mem = '256MB'")
+    cur.execute("set local max_parallel_workers_per_gather = 2")
+    cur.execute("set local parallel_setup_cost = 100")
+    # compiling the expressions costs more than it saves at this size
+    cur.execute("set local jit = off")
+
+
 def _write_snapshot(conn, as_of: date, queries: list[tuple[str, dict]]) -> int:
     """Fill a standalone table with the queries' rows, index it, and swap it in as the
-    partition for `as_of`."""
-    partition = _partition_name(as_of)
-    building = sql.Identifier("marts", f"{partition}_building")
-    target = sql.Identifier("marts", partition)
-    rows = 0
+    partition for `as_of` of marts.customer_features."""
     with conn.cursor() as cur:
-        # the build sorts and hashes every customer's sessions and events: keep it in memory
-        cur.execute("set local work_mem = '256MB'")
-        cur.execute(sql.SQL("drop table if exists {}").format(building))
-        cur.execute(sql.SQL("create table {} (like marts.customer_features)").format(building))
-        for query, params in queries:
-            cur.execute(sql.SQL("insert into {} {}").format(building, sql.SQL(query)), params)
-            rows += cur.rowcount
-        cur.execute(
-            sql.SQL("alter table {} add primary key (as_of_date, customer_id)").format(building)
+        _set_build_settings(cur)
+        return _write_partition(
+            cur, ("marts", FEATURES_TABLE), as_of, queries, key=("as_of_date", "customer_id")
         )
-        # the constraint lets ATTACH skip scanning the table to prove its rows belong
+
+
+def _write_partition(
+    cur, parent: tuple[str, str], as_of: date, queries: list[tuple[str, dict]], key: tuple
+) -> int:
+    """Fill a standalone table with the queries' rows (their columns are `parent`'s), give
+    it `parent`'s NOT NULL columns and primary key `key`, and swap it in as the partition for
+    `as_of` (replacing any)."""
+    schema, table = parent
+    partition = f"{table}_{as_of:%Y%m%d}"
+    building = sql.Identifier(schema, f"{partition}_building")
+    target = sql.Identifier(schema, partition)
+    cur.execute(sql.SQL("drop table if exists {}").format(building))
+    # CREATE TABLE AS, not INSERT ... SELECT: only the former runs its query in parallel
+    (first, first_params), *more = queries
+    cur.execute(sql.SQL("create table {} as {}").format(building, sql.SQL(first)), first_params)
+    rows = cur.rowcount
+    for query, params in more:
+        cur.execute(sql.SQL("insert into {} {}").format(building, sql.SQL(query)), params)
+        rows += cur.rowcount
+    # ATTACH requires the parent's NOT NULL constraints (and the types, which it checks)
+    cur.execute(
+        "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
+        "and not attisdropped and attnotnull order by attnum",
+        (f"{schema}.{table}",),
+    )
+    not_null = [row[0] for row in cur.fetchall() if row[0] not in key]
+    if not_null:
         cur.execute(
-            sql.SQL("alter table {} add constraint {} check (as_of_date = {})").format(
+            sql.SQL("alter table {} {}").format(
                 building,
-                sql.Identifier(f"{partition}_as_of"),
-                sql.Literal(as_of),
+                sql.SQL(", ").join(
+                    sql.SQL("alter column {} set not null").format(sql.Identifier(c))
+                    for c in not_null
+                ),
             )
         )
-        cur.execute(sql.SQL("drop table if exists {}").format(target))
-        cur.execute(
-            sql.SQL("alter table {} rename to {}").format(building, sql.Identifier(partition))
+    cur.execute(
+        sql.SQL("alter table {} add primary key ({})").format(
+            building, sql.SQL(", ").join(map(sql.Identifier, key))
         )
-        cur.execute(
-            sql.SQL(
-                "alter table marts.customer_features attach partition {} for values in ({})"
-            ).format(target, sql.Literal(as_of))
+    )
+    # the constraint lets ATTACH skip scanning the table to prove its rows belong
+    cur.execute(
+        sql.SQL("alter table {} add constraint {} check (as_of_date = {})").format(
+            building,
+            sql.Identifier(f"{partition}_as_of"),
+            sql.Literal(as_of),
         )
-        cur.execute(sql.SQL("analyze {}").format(target))
+    )
+    cur.execute(sql.SQL("drop table if exists {}").format(target))
+    cur.execute(sql.SQL("alter table {} rename to {}").format(building, sql.Identifier(partition)))
+    cur.execute(
+        sql.SQL("alter table {} attach partition {} for values in ({})").format(
+            sql.Identifier(schema, table), target, sql.Literal(as_of)
+        )
+    )
+    # No ANALYZE here: autovacuum analyzes the new partition within its naptime (every row
+    # is an insert past its threshold), while an ANALYZE in the build cost as much as the
+    # rest of a day's roll-forward (docs/benchmarks.md). Reads by as_of_date and customer_id
+    # go through the primary key whatever the statistics.
     return rows
 
 

@@ -137,3 +137,105 @@ def test_training_labels_are_observed_purchases_in_the_next_90_days(generated, d
     assert dict(zip(frame.customer_id, frame.churned_90d, strict=True)) == expected
     assert 0.2 < frame.churned_90d.mean() < 0.98  # both classes are present
     assert (frame.as_of_date == as_of).all()
+
+
+# the state's trailing windows are those at its version's date, not at a later date
+WINDOW_COLUMNS = [
+    "sessions_last_7d",
+    "sessions_last_30d",
+    "sessions_last_90d",
+    "purchases_last_7d",
+    "purchases_last_30d",
+    "purchases_last_90d",
+    "monetary_last_30d",
+    "monetary_last_365d",
+    "sessions_prev_90d",
+    "monetary_prev_90d",
+]
+ARRAY_GROUPS = {"categories": ("category_sessions", "category_purchases")}
+
+
+def state_at(url: str, as_of: date) -> pd.DataFrame:
+    """Every customer's state at `as_of` (their latest version on or before it) with the
+    counts per value as sorted tuples (the arrays are in any order)."""
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            select distinct on (customer_id) *
+            from intermediate.int_customer_feature_state
+            where as_of_date <= %s
+            order by customer_id, as_of_date desc
+            """,
+            (as_of,),
+        )
+        columns = [d[0] for d in cur.description]
+        frame = pd.DataFrame(cur.fetchall(), columns=columns)
+    for values, counts in ARRAY_GROUPS.items():
+        frame[values] = [
+            None if row[0] is None else tuple(sorted(zip(*row, strict=True)))
+            for row in zip(frame[values], *(frame[c] for c in counts), strict=True)
+        ]
+        frame = frame.drop(columns=list(counts))
+    for column in ("hour_sessions", "weekday_sessions"):
+        frame[column] = [None if v is None else tuple(v) for v in frame[column]]
+    return frame
+
+
+def assert_same_state(rolled: pd.DataFrame, fresh: pd.DataFrame, as_of: date) -> None:
+    """The rolled state equals the fresh one: every column of the versions written at
+    `as_of`, and all but the windows (which move with the date) of the older ones."""
+    assert_same(
+        rolled.drop(columns=["as_of_date", *WINDOW_COLUMNS]),
+        fresh.drop(columns=["as_of_date", *WINDOW_COLUMNS]),
+    )
+    new = rolled[rolled.as_of_date == as_of]
+    assert_same(new, fresh[fresh.customer_id.isin(new.customer_id)])
+
+
+@pytest.mark.integration
+def test_the_rolled_state_equals_a_fresh_one_and_a_rerun_changes_nothing(generated, database_url):
+    load(database_url, generated)
+    previous, as_of = date(2023, 12, 13), date(2023, 12, 20)
+    with connect(database_url) as conn:
+        features.build_features(conn, previous)
+        rolled = features.roll_forward_features(conn, as_of)
+    assert rolled.mode == "incremental"
+    with connect(database_url) as conn:
+        # a version for the changed customers only; the others keep the one at P
+        assert features.state_dates(conn) == [previous, as_of]
+        with conn.cursor() as cur:
+            cur.execute(
+                "select count(*) from intermediate.int_customer_feature_state "
+                "where as_of_date = %s",
+                (as_of,),
+            )
+            assert 0 < cur.fetchone()[0] <= rolled.recomputed_customers
+    state, rows = state_at(database_url, as_of), snapshot(database_url, as_of)
+
+    with connect(database_url) as conn:  # the same roll again: the same state and rows
+        features.roll_forward_features(conn, as_of, previous)
+    assert_same(state, state_at(database_url, as_of))
+    assert_same(rows, snapshot(database_url, as_of))
+
+    with connect(database_url) as conn:  # a full build replaces every older version
+        features.build_features(conn, as_of)
+        assert features.state_dates(conn) == [as_of]
+    assert_same_state(state, state_at(database_url, as_of), as_of)
+    assert_same(rows, snapshot(database_url, as_of))
+
+
+@pytest.mark.integration
+def test_rolling_forward_without_a_state_at_the_previous_date_builds_in_full(
+    generated, database_url
+):
+    load(database_url, generated)
+    with connect(database_url) as conn:
+        features.build_features(conn, date(2023, 9, 1))
+        features.build_features(conn, date(2023, 9, 10))  # drops the state at 09-01
+        assert features.state_dates(conn) == [date(2023, 9, 10)]
+        build = features.roll_forward_features(conn, date(2023, 9, 5), date(2023, 9, 1))
+    assert build.mode == "full"
+    rebuilt = snapshot(database_url, date(2023, 9, 5))
+    with connect(database_url) as conn:
+        features.build_features(conn, date(2023, 9, 5))
+    assert_same(rebuilt, snapshot(database_url, date(2023, 9, 5)))

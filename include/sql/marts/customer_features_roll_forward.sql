@@ -17,15 +17,20 @@ previous as (
       and not (customer_id = any(%(changed_customer_ids)s::text[]))
 ),
 
+edge_days as (
+    -- the days that slide out of a window between P and D: (P - n, D - n] for each n
+    select distinct day::date as day
+    from unnest(array[7, 30, 90, 120, 365]) as edge
+    cross join lateral generate_series(
+        %(previous_date)s::date - edge + 1, %(as_of_date)s::date - edge, interval '1 day'
+    ) as day
+),
+
 sessions as (
+    -- read day by day from sessions_date_covering_idx alone (an index-only scan)
     select customer_id, session_date, purchase_made, purchase_amount
     from staging.stg_sessions
-    -- the days that slide out of a window between P and D: (P - n, D - n] for each n
-    where (session_date > %(previous_date)s::date - 7 and session_date <= %(as_of_date)s::date - 7)
-       or (session_date > %(previous_date)s::date - 30 and session_date <= %(as_of_date)s::date - 30)
-       or (session_date > %(previous_date)s::date - 90 and session_date <= %(as_of_date)s::date - 90)
-       or (session_date > %(previous_date)s::date - 120 and session_date <= %(as_of_date)s::date - 120)
-       or (session_date > %(previous_date)s::date - 365 and session_date <= %(as_of_date)s::date - 365)
+    where session_date = any (array(select day from edge_days))
 ),
 
 -- logic

@@ -1,0 +1,444 @@
+-- intermediate.int_customer_feature_state, rolled forward: the state at D of the customers with
+-- new data in (P, D], from their state at P plus the sessions and events of (P, D] only (the
+-- customers without new data keep their latest version). Counts, sums and the counts per
+-- value add up; the maximum dates take the later one; the modes are picked again from the
+-- summed counts; the trailing windows move from the snapshot at P by the sessions that
+-- enter or leave them. Correct only when no data dated on or before P arrived after the
+-- state at P was written. Bound parameters:
+--   as_of_date            D
+--   previous_date         P, a date with a state version (P < D)
+--   changed_customer_ids  the customers with a session, an event or a signup in (P, D]
+
+with
+
+-- import
+changed as materialized (
+    -- one list for every lookup below (an array repeated in each filter costs planning time)
+    select unnest(%(changed_customer_ids)s::text[]) as customer_id
+),
+
+base as (
+    -- each changed customer's state at P: the latest version on or before P
+    select distinct on (customer_id) *
+    from intermediate.int_customer_feature_state
+    where as_of_date <= %(previous_date)s::date
+      and customer_id in (select customer_id from changed)
+    order by customer_id, as_of_date desc
+),
+
+previous as (
+    -- the trailing windows at P of the changed customers who have a row at P
+    select
+        customer_id,
+        sessions_last_7d,
+        sessions_last_30d,
+        sessions_last_90d,
+        purchases_last_7d,
+        purchases_last_30d,
+        purchases_last_90d,
+        monetary_last_30d,
+        cltv_proxy_365d as monetary_last_365d,
+        sessions_prev_90d,
+        monetary_prev_90d
+    from marts.customer_features
+    where as_of_date = %(previous_date)s::date
+      and customer_id in (select customer_id from changed)
+),
+
+new_sessions as not materialized (
+    select
+        customer_id,
+        session_date,
+        purchase_made,
+        purchase_amount,
+        browsing_time_sec,
+        pages_viewed,
+        added_to_cart,
+        discount_amount,
+        product_category,
+        session_hour,
+        session_weekday
+    -- every customer with a session in (P, D] is a changed customer
+    from intermediate.int_sessions_enriched
+    where session_date > %(previous_date)s::date
+      and session_date <= %(as_of_date)s::date
+),
+
+edge_days as (
+    -- the days that a window edge e crosses between P and D, (P - e, D - e], for e in 0, 7,
+    -- 30, 90, 120 and 365: the sessions that can enter or leave a trailing window
+    select distinct day::date as day
+    from unnest(array[0, 7, 30, 90, 120, 365]) as edge
+    cross join lateral generate_series(
+        %(previous_date)s::date - edge + 1, %(as_of_date)s::date - edge, interval '1 day'
+    ) as day
+),
+
+edge_sessions as (
+    -- of every customer (a few days of sessions), read day by day from
+    -- sessions_date_covering_idx alone (an index-only scan)
+    select customer_id, session_date, purchase_made, purchase_amount
+    from staging.stg_sessions
+    where session_date = any (array(select day from edge_days))
+),
+
+last_year_sessions as (
+    -- the last year of the changed customers without a row at P (signed up after P), read
+    -- customer by customer through sessions_customer_date_idx ("offset 0" keeps the lateral
+    -- subquery a per-customer index scan rather than a scan of every session)
+    select s.customer_id, s.session_date, s.purchase_made, s.purchase_amount
+    from (
+        select customer_id from changed
+        except
+        select customer_id from previous
+    ) as n
+    cross join lateral (
+        select customer_id, session_date, purchase_made, purchase_amount
+        from staging.stg_sessions
+        where customer_id = n.customer_id
+          and session_date > %(as_of_date)s::date - 365
+          and session_date <= %(as_of_date)s::date
+        offset 0
+    ) as s
+),
+
+new_events as not materialized (
+    select customer_id, session_id, event_type
+    from staging.stg_events
+    -- every customer with an event in (P, D] is a changed customer
+    where event_time >= %(previous_date)s::date + 1
+      and event_time < %(as_of_date)s::date + 1
+),
+
+category_ranks as (
+    -- each category's place in byte order ("C" collation), for the tie rule of the modes
+    select category, row_number() over (order by category collate "C") as category_rank
+    from (select distinct category from staging.stg_products where category is not null) as c
+),
+
+-- logic
+session_totals as (
+    select
+        customer_id,
+        -- frequency and money
+        count(*) as sessions_count,
+        count(*) filter (where purchase_made) as frequency,
+        coalesce(sum(purchase_amount) filter (where purchase_made), 0) as monetary,
+        max(session_date) filter (where purchase_made) as last_purchase_date,
+        max(session_date) as last_session_date,
+        -- totals behind the averages
+        coalesce(sum(browsing_time_sec), 0) as browsing_time_sec_sum,
+        count(browsing_time_sec) as browsing_time_sec_known,
+        coalesce(sum(pages_viewed), 0) as pages_viewed_sum,
+        count(pages_viewed) as pages_viewed_known,
+        coalesce(sum(added_to_cart::integer), 0) as added_to_cart_sum,
+        count(added_to_cart) as added_to_cart_known,
+        count(*) filter (where purchase_made and discount_amount > 0) as purchases_with_discount,
+        count(discount_amount) filter (where purchase_made) as purchases_with_discount_known,
+        count(*) filter (where session_weekday >= 6) as weekend_sessions,
+        -- sessions per hour (element h + 1 for hour h) and per ISO weekday (element d)
+        array[
+            count(*) filter (where session_hour = 0),
+            count(*) filter (where session_hour = 1),
+            count(*) filter (where session_hour = 2),
+            count(*) filter (where session_hour = 3),
+            count(*) filter (where session_hour = 4),
+            count(*) filter (where session_hour = 5),
+            count(*) filter (where session_hour = 6),
+            count(*) filter (where session_hour = 7),
+            count(*) filter (where session_hour = 8),
+            count(*) filter (where session_hour = 9),
+            count(*) filter (where session_hour = 10),
+            count(*) filter (where session_hour = 11),
+            count(*) filter (where session_hour = 12),
+            count(*) filter (where session_hour = 13),
+            count(*) filter (where session_hour = 14),
+            count(*) filter (where session_hour = 15),
+            count(*) filter (where session_hour = 16),
+            count(*) filter (where session_hour = 17),
+            count(*) filter (where session_hour = 18),
+            count(*) filter (where session_hour = 19),
+            count(*) filter (where session_hour = 20),
+            count(*) filter (where session_hour = 21),
+            count(*) filter (where session_hour = 22),
+            count(*) filter (where session_hour = 23)
+        ] as hour_sessions,
+        array[
+            count(*) filter (where session_weekday = 1),
+            count(*) filter (where session_weekday = 2),
+            count(*) filter (where session_weekday = 3),
+            count(*) filter (where session_weekday = 4),
+            count(*) filter (where session_weekday = 5),
+            count(*) filter (where session_weekday = 6),
+            count(*) filter (where session_weekday = 7)
+        ] as weekday_sessions
+    from new_sessions
+    group by customer_id
+),
+
+window_moves as (
+    -- per window: the edge sessions inside it at D, minus those inside it at P (a session
+    -- inside both counts +1 - 1)
+    select
+        customer_id,
+        count(*) filter (where session_date > %(as_of_date)s::date - 7)
+        - count(*) filter (
+            where session_date > %(previous_date)s::date - 7
+              and session_date <= %(previous_date)s::date
+        ) as sessions_last_7d,
+        count(*) filter (where session_date > %(as_of_date)s::date - 30)
+        - count(*) filter (
+            where session_date > %(previous_date)s::date - 30
+              and session_date <= %(previous_date)s::date
+        ) as sessions_last_30d,
+        count(*) filter (where session_date > %(as_of_date)s::date - 90)
+        - count(*) filter (
+            where session_date > %(previous_date)s::date - 90
+              and session_date <= %(previous_date)s::date
+        ) as sessions_last_90d,
+        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 7)
+        - count(*) filter (
+            where purchase_made
+              and session_date > %(previous_date)s::date - 7
+              and session_date <= %(previous_date)s::date
+        ) as purchases_last_7d,
+        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 30)
+        - count(*) filter (
+            where purchase_made
+              and session_date > %(previous_date)s::date - 30
+              and session_date <= %(previous_date)s::date
+        ) as purchases_last_30d,
+        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 90)
+        - count(*) filter (
+            where purchase_made
+              and session_date > %(previous_date)s::date - 90
+              and session_date <= %(previous_date)s::date
+        ) as purchases_last_90d,
+        coalesce(sum(purchase_amount) filter (
+            where purchase_made and session_date > %(as_of_date)s::date - 30
+        ), 0)
+        - coalesce(sum(purchase_amount) filter (
+            where purchase_made
+              and session_date > %(previous_date)s::date - 30
+              and session_date <= %(previous_date)s::date
+        ), 0) as monetary_last_30d,
+        coalesce(sum(purchase_amount) filter (
+            where purchase_made and session_date > %(as_of_date)s::date - 365
+        ), 0)
+        - coalesce(sum(purchase_amount) filter (
+            where purchase_made
+              and session_date > %(previous_date)s::date - 365
+              and session_date <= %(previous_date)s::date
+        ), 0) as monetary_last_365d,
+        count(*) filter (
+            where session_date > %(as_of_date)s::date - 120
+              and session_date <= %(as_of_date)s::date - 30
+        )
+        - count(*) filter (
+            where session_date > %(previous_date)s::date - 120
+              and session_date <= %(previous_date)s::date - 30
+        ) as sessions_prev_90d,
+        coalesce(sum(purchase_amount) filter (
+            where purchase_made
+              and session_date > %(as_of_date)s::date - 120
+              and session_date <= %(as_of_date)s::date - 30
+        ), 0)
+        - coalesce(sum(purchase_amount) filter (
+            where purchase_made
+              and session_date > %(previous_date)s::date - 120
+              and session_date <= %(previous_date)s::date - 30
+        ), 0) as monetary_prev_90d
+    from edge_sessions
+    group by customer_id
+),
+
+windows as (
+    select
+        p.customer_id,
+        p.sessions_last_7d + coalesce(m.sessions_last_7d, 0) as sessions_last_7d,
+        p.sessions_last_30d + coalesce(m.sessions_last_30d, 0) as sessions_last_30d,
+        p.sessions_last_90d + coalesce(m.sessions_last_90d, 0) as sessions_last_90d,
+        p.purchases_last_7d + coalesce(m.purchases_last_7d, 0) as purchases_last_7d,
+        p.purchases_last_30d + coalesce(m.purchases_last_30d, 0) as purchases_last_30d,
+        p.purchases_last_90d + coalesce(m.purchases_last_90d, 0) as purchases_last_90d,
+        p.monetary_last_30d + coalesce(m.monetary_last_30d, 0) as monetary_last_30d,
+        p.monetary_last_365d + coalesce(m.monetary_last_365d, 0) as monetary_last_365d,
+        p.sessions_prev_90d + coalesce(m.sessions_prev_90d, 0) as sessions_prev_90d,
+        p.monetary_prev_90d + coalesce(m.monetary_prev_90d, 0) as monetary_prev_90d
+    from previous as p
+    left join window_moves as m on m.customer_id = p.customer_id
+    union all
+    select
+        customer_id,
+        count(*) filter (where session_date > %(as_of_date)s::date - 7),
+        count(*) filter (where session_date > %(as_of_date)s::date - 30),
+        count(*) filter (where session_date > %(as_of_date)s::date - 90),
+        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 7),
+        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 30),
+        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 90),
+        coalesce(sum(purchase_amount) filter (
+            where purchase_made and session_date > %(as_of_date)s::date - 30
+        ), 0),
+        coalesce(sum(purchase_amount) filter (where purchase_made), 0),
+        count(*) filter (
+            where session_date > %(as_of_date)s::date - 120
+              and session_date <= %(as_of_date)s::date - 30
+        ),
+        coalesce(sum(purchase_amount) filter (
+            where purchase_made
+              and session_date > %(as_of_date)s::date - 120
+              and session_date <= %(as_of_date)s::date - 30
+        ), 0)
+    from last_year_sessions
+    group by customer_id
+),
+
+-- counts per category: the base's, plus one per new session
+category_counts as (
+    select customer_id, category, sum(sessions)::bigint as sessions,
+        sum(purchases)::bigint as purchases
+    from (
+        select b.customer_id, v.category, v.sessions, v.purchases
+        from base as b
+        cross join lateral unnest(b.categories, b.category_sessions, b.category_purchases)
+            as v (category, sessions, purchases)
+        union all
+        select customer_id, product_category, 1, purchase_made::integer
+        from new_sessions
+        where product_category is not null
+    ) as counts
+    group by customer_id, category
+),
+
+-- the modes of the categories, as in the full build (int_customer_feature_state.sql)
+categories as (
+    select
+        c.customer_id,
+        array_agg(c.category) as categories,
+        array_agg(c.sessions) as category_sessions,
+        array_agg(c.purchases) as category_purchases,
+        -(max(array[c.sessions, -r.category_rank]))[2] as top_category_rank,
+        -(max(array[c.purchases, -r.category_rank]) filter (where c.purchases > 0))[2]
+            as favourite_category_rank
+    from category_counts as c
+    join category_ranks as r on r.category = c.category
+    group by c.customer_id
+),
+
+event_totals as (
+    select
+        customer_id,
+        count(*) as events,
+        count(*) filter (where event_type = 'view') as view_events
+    from new_events
+    group by customer_id
+),
+
+new_cart_sessions as (
+    -- sessions with a first cart event in (P, D]: one with an earlier cart event is counted
+    -- already (each looked up through events_session_idx)
+    select n.customer_id, count(distinct n.session_id) as sessions_with_cart_event
+    from new_events as n
+    left join lateral (
+        select true as seen
+        from staging.stg_events as e
+        where e.session_id = n.session_id
+          and e.customer_id = n.customer_id
+          and e.event_type = 'cart'
+          and e.event_time < %(previous_date)s::date + 1
+        limit 1
+    ) as earlier on true
+    where n.event_type = 'cart'
+      and earlier.seen is null
+    group by n.customer_id
+),
+
+customers as (
+    -- the changed customers with any data up to D (a signup alone gives no state)
+    select customer_id from base
+    union
+    select customer_id from session_totals
+    union
+    select customer_id from event_totals
+),
+
+habits as materialized (
+    -- materialized: the modes below then read the summed counts, not the sums again
+    select
+        k.customer_id,
+        marts.add_counts(b.hour_sessions, s.hour_sessions) as hour_sessions,
+        marts.add_counts(b.weekday_sessions, s.weekday_sessions) as weekday_sessions
+    from customers as k
+    left join base as b on b.customer_id = k.customer_id
+    left join session_totals as s on s.customer_id = k.customer_id
+),
+
+final as (
+    select
+        -- ids
+        k.customer_id,
+        %(as_of_date)s::date as as_of_date,
+        -- frequency and money
+        coalesce(b.sessions_count, 0) + coalesce(s.sessions_count, 0) as sessions_count,
+        coalesce(b.frequency, 0) + coalesce(s.frequency, 0) as frequency,
+        coalesce(b.monetary, 0) + coalesce(s.monetary, 0) as monetary,
+        greatest(b.last_purchase_date, s.last_purchase_date) as last_purchase_date,
+        greatest(b.last_session_date, s.last_session_date) as last_session_date,
+        -- totals behind the averages
+        coalesce(b.browsing_time_sec_sum, 0) + coalesce(s.browsing_time_sec_sum, 0)
+            as browsing_time_sec_sum,
+        coalesce(b.browsing_time_sec_known, 0) + coalesce(s.browsing_time_sec_known, 0)
+            as browsing_time_sec_known,
+        coalesce(b.pages_viewed_sum, 0) + coalesce(s.pages_viewed_sum, 0) as pages_viewed_sum,
+        coalesce(b.pages_viewed_known, 0) + coalesce(s.pages_viewed_known, 0)
+            as pages_viewed_known,
+        coalesce(b.added_to_cart_sum, 0) + coalesce(s.added_to_cart_sum, 0)
+            as added_to_cart_sum,
+        coalesce(b.added_to_cart_known, 0) + coalesce(s.added_to_cart_known, 0)
+            as added_to_cart_known,
+        coalesce(b.purchases_with_discount, 0) + coalesce(s.purchases_with_discount, 0)
+            as purchases_with_discount,
+        coalesce(b.purchases_with_discount_known, 0)
+            + coalesce(s.purchases_with_discount_known, 0) as purchases_with_discount_known,
+        coalesce(b.weekend_sessions, 0) + coalesce(s.weekend_sessions, 0) as weekend_sessions,
+        -- trailing windows
+        coalesce(w.sessions_last_7d, 0) as sessions_last_7d,
+        coalesce(w.sessions_last_30d, 0) as sessions_last_30d,
+        coalesce(w.sessions_last_90d, 0) as sessions_last_90d,
+        coalesce(w.purchases_last_7d, 0) as purchases_last_7d,
+        coalesce(w.purchases_last_30d, 0) as purchases_last_30d,
+        coalesce(w.purchases_last_90d, 0) as purchases_last_90d,
+        coalesce(w.monetary_last_30d, 0) as monetary_last_30d,
+        coalesce(w.monetary_last_365d, 0) as monetary_last_365d,
+        coalesce(w.sessions_prev_90d, 0) as sessions_prev_90d,
+        coalesce(w.monetary_prev_90d, 0) as monetary_prev_90d,
+        -- sessions per value
+        c.categories,
+        c.category_sessions,
+        c.category_purchases,
+        hb.hour_sessions,
+        hb.weekday_sessions,
+        -- the modes
+        top_rank.category as top_category,
+        favourite_rank.category as favourite_category,
+        marts.mode_position(hb.hour_sessions) - 1 as favourite_hour,
+        marts.mode_position(hb.weekday_sessions) as favourite_weekday,
+        -- events
+        coalesce(b.events, 0) + coalesce(e.events, 0) as events,
+        coalesce(b.view_events, 0) + coalesce(e.view_events, 0) as view_events,
+        coalesce(b.sessions_with_cart_event, 0) + coalesce(cs.sessions_with_cart_event, 0)
+            as sessions_with_cart_event
+    from customers as k
+    left join base as b on b.customer_id = k.customer_id
+    left join session_totals as s on s.customer_id = k.customer_id
+    left join windows as w on w.customer_id = k.customer_id
+    left join categories as c on c.customer_id = k.customer_id
+    left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
+    left join category_ranks as favourite_rank
+        on favourite_rank.category_rank = c.favourite_category_rank
+    left join habits as hb on hb.customer_id = k.customer_id
+    left join event_totals as e on e.customer_id = k.customer_id
+    left join new_cart_sessions as cs on cs.customer_id = k.customer_id
+)
+
+select * from final
