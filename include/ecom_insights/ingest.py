@@ -184,20 +184,25 @@ def _is_valid(
         return sql.SQL("true")
     if column.kind == "boolean":
         return sql.SQL("lower({}) = any({})").format(v, sql.Literal(list(TRUE_WORDS + FALSE_WORDS)))
+    # 'NaN', 'inf' and 'Infinity' parse as numbers in PostgreSQL but are no amount or
+    # duration; no other number has an 'n' (strpos: several times cheaper than a regex)
+    no_n = sql.SQL("strpos({v}, 'n') = 0 and strpos({v}, 'N') = 0").format(v=v)
     if column.kind == "integer":
         return sql.SQL(
-            "case when {check}({v}, 'numeric') and lower({v}) !~ '(nan|inf)' "
+            "case when {check}({v}, 'numeric') and {no_n} "
             "then mod({v}::numeric, 1) = 0 and abs({v}::numeric) < 2147483648 else false end"
-        ).format(check=check, v=v)
+        ).format(check=check, v=v, no_n=no_n)
     if column.kind in ("number", "money"):
         type_name = "numeric(14,2)" if column.kind == "money" else "double precision"
-        # 'NaN' and 'Infinity' parse as numbers in PostgreSQL but are no amount or duration
-        return sql.SQL("({check}({v}, {t}) and lower({v}) !~ '(nan|inf)')").format(
-            check=check, v=v, t=sql.Literal(type_name)
+        return sql.SQL("({check}({v}, {t}) and {no_n})").format(
+            check=check, v=v, t=sql.Literal(type_name), no_n=no_n
         )
     if column.kind in ("date", "timestamp"):
-        # a leading digit rules out PostgreSQL's special words ('now', 'today', 'infinity')
-        return sql.SQL("({v} ~ '^[0-9]' and {check}({v}, 'timestamp'))").format(check=check, v=v)
+        # a leading digit (code 48 to 57) rules out PostgreSQL's special words ('now',
+        # 'today', 'infinity'); ascii() is several times cheaper than a regex
+        return sql.SQL("(ascii({v}) between 48 and 57 and {check}({v}, 'timestamp'))").format(
+            check=check, v=v
+        )
     raise ValueError(f"unknown column kind {column.kind!r}")
 
 
@@ -686,19 +691,38 @@ def _insert_good_rows(cur, conn, source: Source, *, exclude_rejected: bool) -> i
 
 
 def _move_duplicates(cur, source: Source) -> int:
-    """Move later duplicates of a key from staging to `_rejected`; return how many."""
-    cur.execute("drop table if exists _duplicated")
+    """Move later duplicates of a key from staging to `_rejected`; return how many.
+
+    Keys are first grouped by their 64-bit hash: a hash table of integers fits in memory
+    where one of the text keys spilled to disk (EXPLAIN: 46 of 282 s of the row rules at
+    100,000 customers went to grouping the events' keys). Only the keys of a hash seen more
+    than once, almost always none, are then grouped exactly.
+    """
+    key = sql.Identifier(source.key)
+    staging = sql.Identifier("staging", source.name)
+    cur.execute("drop table if exists _duplicated_hashes; drop table if exists _duplicated")
     cur.execute(
         sql.SQL(
-            "create temp table _duplicated as "
-            "select {key} from {staging} group by {key} having count(*) > 1"
-        ).format(key=sql.Identifier(source.key), staging=sql.Identifier("staging", source.name))
+            "create temp table _duplicated_hashes as "
+            "select hashtextextended({key}, 0) as key_hash from {staging} "
+            "group by 1 having count(*) > 1"
+        ).format(key=key, staging=staging)
     )
     moved = 0
     if cur.rowcount:
-        cur.execute(_mark_duplicates_sql(source))
-        moved = cur.rowcount
-    cur.execute("drop table _duplicated")
+        cur.execute(
+            sql.SQL(
+                "create temp table _duplicated as "
+                "select s.{key} from {staging} s "
+                "join _duplicated_hashes h on h.key_hash = hashtextextended(s.{key}, 0) "
+                "group by s.{key} having count(*) > 1"
+            ).format(key=key, staging=staging)
+        )
+        if cur.rowcount:
+            cur.execute(_mark_duplicates_sql(source))
+            moved = cur.rowcount
+        cur.execute("drop table _duplicated")
+    cur.execute("drop table _duplicated_hashes")
     return moved
 
 
