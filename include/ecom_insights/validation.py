@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecom_insights.warehouse import sqlalchemy_url, with_settings
+from ecom_insights.warehouse import sqlalchemy_url
 
 STAGING_SCHEMA = "staging"
 SUITES_FOLDER = "expectations"
@@ -38,9 +38,6 @@ EXAMPLES_IN_MESSAGE = 3
 AUDIT_RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
 # counts plus a few offending values, never whole rows of customer data
 DETAILS_RESULT_FORMAT = {"result_format": "SUMMARY"}
-# GX checks uniqueness by grouping every key and joining the counts back: with the default
-# 4MB per hash, both spill to disk (the events' check took 24 s at 100,000 customers).
-AUDIT_SESSION_SETTINGS = {"work_mem": "256MB"}
 
 
 @dataclass(frozen=True)
@@ -144,8 +141,7 @@ def validate_staging(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GxDatasourceWarning)
         datasource = context.data_sources.add_sql(
-            name=DATASOURCE_NAME,
-            connection_string=sqlalchemy_url(with_settings(database_url, AUDIT_SESSION_SETTINGS)),
+            name=DATASOURCE_NAME, connection_string=sqlalchemy_url(database_url)
         )
     validation_definitions = {}
     for table, suite in suites.items():

@@ -70,19 +70,6 @@ def sqlalchemy_url(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
-def with_settings(url: str, settings: dict[str, str]) -> str:
-    """The same URL whose sessions start with these PostgreSQL settings (libpq `options`)."""
-    from urllib.parse import quote, urlencode
-
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    options = query.get("options", [])
-    options += [f"-c {name}={value}" for name, value in settings.items()]
-    query["options"] = [" ".join(options)]
-    # %20, not +, for spaces: libpq decodes only %-escapes
-    return parts._replace(query=urlencode(query, doseq=True, quote_via=quote)).geturl()
-
-
 def url_parts(url: str) -> dict[str, str | int | None]:
     """Host, port, database, user and password of a libpq URL (a socket host included)."""
     parts = urlsplit(url)
