@@ -1,7 +1,11 @@
 """`make bench`: ingestion and the feature store at scale, against named peers, in one run.
 
     python -m ecom_insights.bench [--customers 1000000] [--data DIR] [--home DIR] [--skip-peers]
+<<<<<<< HEAD
                                   [--only features]
+=======
+                                  [--only ingestion]
+>>>>>>> wip-ing
 
 Steps, each timed on the same files and the same machine:
 1. demo data from the generator (reused when DIR already holds it);
@@ -14,8 +18,13 @@ Steps, each timed on the same files and the same machine:
 5. a roll-forward of that last day from the day before, against the full build.
 
 The figures go to docs/benchmarks.md (the section between the bench markers) and to stdout.
+<<<<<<< HEAD
 `--only features` runs steps 4 and 5 alone on the data an earlier run left in --home (its
 warehouse and files), and prints the figures without writing the document.
+=======
+`--only ingestion` stops after step 3 and prints its figures without touching the document
+(to iterate on ingestion; the document's section needs the whole run).
+>>>>>>> wip-ing
 The bench is no test: `make test` does not run it.
 """
 
@@ -83,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-peers", action="store_true", help="no pandas / DuckDB runs")
     parser.add_argument("--doc", type=Path, default=PROJECT_ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
-        "--only", choices=["features"], help="only the feature steps, on data already loaded"
+        "--only",
+        choices=["ingestion", "features"],
+        help="ingestion: steps 1-3 only; features: only the feature steps, on data already "
+        "loaded; either prints and does not write --doc",
     )
     args = parser.parse_args(argv)
     if args.only == "features":
@@ -94,13 +106,19 @@ def main(argv: list[str] | None = None) -> None:
         args.data or args.home / f"data-{args.customers}",
         args.home,
         peers=not args.skip_peers,
+        ingestion_only=args.only == "ingestion",
     )
+    if args.only == "ingestion":
+        print_ingestion_ratios(report)
+        return
     write_report(
         args.doc, report, " ".join(["python -m ecom_insights.bench", *(argv or sys.argv[1:])])
     )
 
 
-def run(customers: int, data: Path, home: Path, *, peers: bool) -> dict:
+def run(
+    customers: int, data: Path, home: Path, *, peers: bool, ingestion_only: bool = False
+) -> dict:
     from ecom_insights import features, ingest, warehouse
     from ecom_insights.generate import generate_dataset
     from ecom_insights.validation import validate_staging
@@ -157,6 +175,8 @@ def run(customers: int, data: Path, home: Path, *, peers: bool) -> dict:
     with warehouse.connect(url) as conn:
         timings.measure("ingest: merge into core", ingest.merge_into_core, conn)
     ingest_total = sum(v for k, v in timings.seconds.items() if k.startswith("ingest:"))
+    if ingestion_only:
+        return {"seconds": timings.seconds, "ingest_total": ingest_total}
 
     # 4. the full feature build, and its peers
     with warehouse.connect(url) as conn:
@@ -281,6 +301,17 @@ def bare_copy(url: str, data: Path, with_indexes: bool) -> None:
                 cur.execute(
                     sql.SQL("create index on {} {}").format(sql.Identifier(name), sql.SQL(index))
                 )
+
+
+def print_ingestion_ratios(report: dict) -> None:
+    """The ingestion comparisons of `write_report`, to stdout only."""
+    s, total = report["seconds"], report["ingest_total"]
+    print(f"bench: ingestion total {total:.1f} s")
+    print(
+        "bench: ingestion throughput / bare COPY with keys and indexes "
+        f"{s['bare COPY, keys and indexes'] / total:.2f} (target at least 0.7), "
+        f"/ bare COPY unindexed {s['bare COPY, no keys or indexes'] / total:.2f}"
+    )
 
 
 def run_peer(peer: str, data: Path, as_of: date) -> tuple[float, float]:

@@ -424,3 +424,79 @@ def test_no_input_files_is_a_clear_error(database_url, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ingest.NoInputFiles, match="no input files in .*expected any of"):
         ingest_directory(database_url, tmp_path / "empty")
+
+
+@pytest.mark.integration
+def test_a_wrong_type_file_is_rejected_beside_a_good_file_of_the_same_source(
+    database_url, tmp_path
+):
+    # the second file's rows follow the first's in raw.sessions: the check must look at the
+    # second file's rows only, and find that none of its browsing times parses
+    directory = write_files(tmp_path / "in")
+    (directory / "sessions_late.csv").write_text(
+        SESSIONS_HEADER + "S7,C1,2024-02-07,P1,long,true,1\nS8,C1,2024-02-08,P1,short,true,1\n"
+    )
+    files = ingest_directory(database_url, directory)
+    late = next(f for f in files if f.path.endswith("sessions_late.csv"))
+    assert late.status == "rejected"
+    assert "column 'browsing_time_sec': wrong type throughout" in late.message
+    assert core_counts(database_url) == GOOD_COUNTS
+
+
+@pytest.mark.integration
+def test_a_column_whose_last_value_alone_parses_is_no_wrong_type_file(database_url, tmp_path):
+    case = Case(
+        "mostly text browsing times",
+        replace={
+            "sessions": (
+                SESSIONS_HEADER + "S1,C1,2024-02-01,P1,long,true,1\n"
+                "S2,C1,2024-02-02,P1,short,true,1\nS3,C1,2024-02-03,P1,12,true,1\n"
+            ).encode()
+        },
+    )
+    files = ingest_directory(database_url, write_files(tmp_path / "in", case))
+    assert {f.status for f in files} == {"landed"}
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select row_number, reasons from raw.quarantine where source = 'sessions' "
+            "order by row_number"
+        )
+        assert cur.fetchall() == [
+            (1, ["browsing_time_sec: not a valid number: 'long'"]),
+            (2, ["browsing_time_sec: not a valid number: 'short'"]),
+        ]
+        cur.execute("select session_id from core.sessions")
+        assert cur.fetchall() == [("S3",)]
+
+
+@pytest.mark.integration
+def test_duplicates_across_files_keep_the_first_by_file_name_then_row(database_url, tmp_path):
+    directory = write_files(tmp_path / "in")
+    # written b first: the order of names decides, not the order of writing or of rows
+    (directory / "sessions_b.csv").write_text(
+        SESSIONS_HEADER + "S7,C2,2024-02-09,P1,1,false,0\n"
+        "S1,C3,2024-02-10,P1,2,false,0\n"
+        "S6,C1,2024-02-12,P1,-1,false,0\n"  # S6 with a bad value: its own rule, no duplicate
+    )
+    (directory / "sessions_a.csv").write_text(
+        SESSIONS_HEADER + "S6,C1,2024-02-08,P1,1,false,0\n"
+        "S7,C3,2024-02-11,P1,3,false,0\n"
+        "S7,C1,2024-02-11,P1,4,false,0\n"
+    )
+    ingest_directory(database_url, directory)
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select file_name, row_number, reasons from raw.quarantine "
+            "order by file_name, row_number"
+        )
+        assert cur.fetchall() == [
+            ("sessions_a.csv", 3, ["session_id: duplicate of sessions_a.csv row 2"]),
+            ("sessions_b.csv", 1, ["session_id: duplicate of sessions_a.csv row 2"]),
+            ("sessions_b.csv", 2, ["session_id: duplicate of sessions.csv row 1"]),
+            ("sessions_b.csv", 3, ["browsing_time_sec: must be >= 0"]),
+        ]
+        cur.execute(
+            "select session_id, customer_id, browsing_time_sec from core.sessions "
+            "where session_id in ('S1', 'S6', 'S7') order by session_id"
+        )
+        assert cur.fetchall() == [("S1", "C1", 120), ("S6", "C1", 1), ("S7", "C3", 3)]

@@ -36,6 +36,14 @@ create table if not exists raw.quarantine (
     primary key (file_sha256, source, row_number)
 );
 
+-- The files of the batch now in raw.<source> (emptied with them at the start of each run).
+create unlogged table if not exists raw.batch_files (
+    source       text  not null,
+    file_name    text  not null,
+    file_sha256  text  not null,
+    primary key (source, file_name)
+);
+
 -- staging: typed rows of the current batch (unlogged: rebuilt from the files on any rerun)
 create unlogged table if not exists staging.customers (
     customer_id          text    not null,
