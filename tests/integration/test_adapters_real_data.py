@@ -60,6 +60,9 @@ def query(url: str, sql: str) -> list[tuple]:
         return cur.fetchall()
 
 
+TRAINING_LOG = "select model_name, ships from marts.model_training_log order by model_name"
+
+
 def ecom_run(data_dir: Path, capsys) -> str:
     """`ecom run --data DIR`, in this process: the warehouse and home of `ecom_env`."""
     code = cli.main(["run", "--data", str(data_dir)])
@@ -184,6 +187,10 @@ def test_the_pipeline_runs_on_the_converted_online_retail_set(
     assert_core_holds_the_files(url, out)
     (revenue,) = query(url, "select sum(purchase_amount) from core.sessions")[0]
     assert float(revenue) == online_retail_by_pandas["revenue"]
+    # docs/model-card.md: on this order log neither model beats its simple baseline, so
+    # neither ships, and the run goes on with CLV and segments
+    assert query(url, TRAINING_LOG) == [("ecom_churn", False), ("ecom_early_value", False)]
+    assert query(url, "select count(*) from marts.customer_segments")[0][0] == 4335
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,6 +259,8 @@ def test_the_pipeline_runs_on_the_converted_cdnow_log(cdnow, ecom_env, airflow_d
     assert_core_holds_the_files(url, out)
     (revenue,) = query(url, "select sum(purchase_amount) from core.sessions")[0]
     assert float(revenue) == summary.figures["revenue"]
+    # docs/model-card.md: the churn model beats BG/NBD and the RFM rule on CDNOW, narrowly
+    assert ("ecom_churn", True) in query(url, TRAINING_LOG)
     # the cohort made its first purchase at CDNOW in the first quarter of 1997
     outside = "select count(*) from core.customers where signup_date not between %s and %s"
     with connect(url) as conn, conn.cursor() as cur:

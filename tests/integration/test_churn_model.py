@@ -289,7 +289,7 @@ def test_training_then_scoring_dags_fill_every_model_mart(
     monkeypatch.setenv("ECOM_HOME", str(home))
     monkeypatch.setenv("ECOM_DATABASE_URL", demo_url)
     monkeypatch.setenv("AIRFLOW_CONN_ECOM_WAREHOUSE", warehouse.airflow_connection_json(demo_url))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ECOM_MLFLOW_TRACKING_URI", raising=False)
     with warehouse.connect(demo_url) as conn:
         _, end = pipeline.activity_range(conn)
 

@@ -1,6 +1,6 @@
 """The model registry: MLflow tracking and registered models with champion/challenger aliases.
 
-Backend: `MLFLOW_TRACKING_URI` when set (any MLflow server or database); otherwise the
+Backend: `ECOM_MLFLOW_TRACKING_URI` when set (any MLflow server or database); otherwise the
 warehouse's own PostgreSQL, in a schema `mlflow` of the warehouse database, so that runs,
 metrics and model versions live beside the data they were trained on. Model files go to
 `ECOM_MLFLOW_ARTIFACTS` (default ECOM_HOME/mlartifacts); a deployment with several machines
@@ -27,11 +27,17 @@ MLFLOW_SCHEMA = "mlflow"
 PIP_REQUIREMENTS = ["ecom-insights", "lightgbm", "scikit-learn", "pandas", "numpy"]
 
 
+# Not MLflow's own MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable into
+# the process's environment, so a long-lived process (a test session, a worker) would carry
+# one warehouse's registry over to the next.
+TRACKING_URI_VARIABLE = "ECOM_MLFLOW_TRACKING_URI"
+
+
 def tracking_uri(warehouse_url: str, env: Mapping[str, str] | None = None) -> str:
-    """MLFLOW_TRACKING_URI, or the warehouse database with the `mlflow` schema first on the
-    search path (MLflow creates its tables there)."""
+    """ECOM_MLFLOW_TRACKING_URI, or the warehouse database with the `mlflow` schema first on
+    the search path (MLflow creates its tables there)."""
     env = os.environ if env is None else env
-    explicit = env.get("MLFLOW_TRACKING_URI")
+    explicit = env.get(TRACKING_URI_VARIABLE)
     if explicit:
         return explicit
     url = sqlalchemy_url(warehouse_url)
@@ -75,7 +81,7 @@ class Registry:
         """The registry of this warehouse (creating the `mlflow` schema when MLflow is to
         live in the warehouse)."""
         uri = tracking_uri(warehouse_url)
-        if "MLFLOW_TRACKING_URI" not in os.environ:
+        if not os.environ.get(TRACKING_URI_VARIABLE):
             with conn.cursor() as cur:
                 cur.execute(f"create schema if not exists {MLFLOW_SCHEMA}")
             conn.commit()
