@@ -141,6 +141,3 @@ class Registry:
         import mlflow.sklearn
 
         return mlflow.sklearn.load_model(f"models:/{version.name}/{version.version}")
-
-    def metrics(self, version: ModelVersion) -> dict[str, float]:
-        return dict(self.client.get_run(version.run_id).data.metrics)
