@@ -26,6 +26,26 @@ from ecom_insights.assets import MODELS_TRAINED
 from ecom_insights.orchestration import PIPELINE_START
 
 
+def _train(function_name: str) -> dict:
+    """Run one training function of ecom_insights.models.pipeline as of the run's date."""
+    from ecom_insights.models import pipeline
+    from ecom_insights.orchestration import as_of_date, warehouse_url
+    from ecom_insights.warehouse import connect
+
+    as_of = as_of_date(get_current_context())
+    url = warehouse_url()
+    with connect(url) as conn:
+        outcome = getattr(pipeline, function_name)(conn, pipeline.open_registry(conn, url), as_of)
+    return {
+        "as_of_date": as_of.isoformat(),
+        "ships": outcome.ships,
+        "promoted": outcome.promoted,
+        "version": outcome.version.label if outcome.version else None,
+        "reason": outcome.reason,
+        "metrics": {k: round(v, 4) for k, v in outcome.metrics.items()},
+    }
+
+
 @dag(
     dag_id="ecom_training",
     schedule=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
@@ -43,41 +63,11 @@ from ecom_insights.orchestration import PIPELINE_START
 def ecom_training():
     @task
     def train_churn_model() -> dict:
-        from ecom_insights.models.pipeline import open_registry, train_churn
-        from ecom_insights.orchestration import as_of_date, warehouse_url
-        from ecom_insights.warehouse import connect
-
-        as_of = as_of_date(get_current_context())
-        url = warehouse_url()
-        with connect(url) as conn:
-            outcome = train_churn(conn, open_registry(conn, url), as_of)
-        return {
-            "as_of_date": as_of.isoformat(),
-            "ships": outcome.ships,
-            "promoted": outcome.promoted,
-            "version": outcome.version.label if outcome.version else None,
-            "reason": outcome.reason,
-            "metrics": {k: round(v, 4) for k, v in outcome.metrics.items()},
-        }
+        return _train("train_churn")
 
     @task
     def train_early_value_model() -> dict:
-        from ecom_insights.models.pipeline import open_registry, train_early_value
-        from ecom_insights.orchestration import as_of_date, warehouse_url
-        from ecom_insights.warehouse import connect
-
-        as_of = as_of_date(get_current_context())
-        url = warehouse_url()
-        with connect(url) as conn:
-            outcome = train_early_value(conn, open_registry(conn, url), as_of)
-        return {
-            "as_of_date": as_of.isoformat(),
-            "ships": outcome.ships,
-            "promoted": outcome.promoted,
-            "version": outcome.version.label if outcome.version else None,
-            "reason": outcome.reason,
-            "metrics": {k: round(v, 4) for k, v in outcome.metrics.items()},
-        }
+        return _train("train_early_value")
 
     @task(outlets=[MODELS_TRAINED])
     def publish(churn: dict, early_value: dict) -> dict:

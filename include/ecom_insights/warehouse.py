@@ -118,3 +118,28 @@ def with_database(url: str, database: str) -> str:
     """The same server URL naming another database."""
     parts = urlsplit(url)
     return parts._replace(path=f"/{database}").geturl()
+
+
+@contextmanager
+def scratch_database(server_url: str | None = None, prefix: str = "scratch") -> Iterator[str]:
+    """A throwaway database for a one-off measurement: on `server_url` when given, else on an
+    embedded server in a temporary directory that is stopped afterwards. Yields its URL; the
+    database is dropped on the way out, whatever happened."""
+    import tempfile
+    import uuid
+
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as scratch:
+        pgdata = Path(scratch) / "pg"
+        server = server_url or start_embedded_server(pgdata)
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with connect(server, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f'create database "{name}"')  # a generated name, not user input
+        try:
+            yield with_database(server, name)
+        finally:
+            with connect(server, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+            if not server_url:
+                import pgserver
+
+                pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
 from ecom_insights import warehouse
 from ecom_insights.models import churn, pipeline
-from ecom_insights.models.clv_report import _stop_embedded, load_files
+from ecom_insights.models.clv_report import load_files
 
 
 def measure(url: str, as_of: date | None) -> dict:
@@ -57,23 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--as-of", type=date.fromisoformat, default=None)
     parser.add_argument("--server-url", default=None, help="a PostgreSQL server (any database)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="churn-report-") as scratch:
-        server = args.server_url or warehouse.start_embedded_server(Path(scratch) / "pg")
-        name = f"churn_report_{uuid.uuid4().hex[:12]}"
-        with warehouse.connect(server, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(f'create database "{name}"')  # a generated name, not user input
-        url = warehouse.with_database(server, name)
-        try:
-            began = time.perf_counter()
-            load_files(url, args.data)
-            loaded = time.perf_counter() - began
-            report = {"data": str(args.data), **measure(url, args.as_of)}
-            report["seconds"]["load_files"] = round(loaded, 1)
-        finally:
-            with warehouse.connect(server, autocommit=True) as conn, conn.cursor() as cur:
-                cur.execute(f'drop database if exists "{name}" with (force)')
-            if not args.server_url:
-                _stop_embedded(Path(scratch) / "pg")
+    with warehouse.scratch_database(args.server_url, prefix="churn_report") as url:
+        began = time.perf_counter()
+        load_files(url, args.data)
+        loaded = time.perf_counter() - began
+        report = {"data": str(args.data), **measure(url, args.as_of)}
+        report["seconds"]["load_files"] = round(loaded, 1)
     print(json.dumps(report, indent=2, default=str))
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -107,30 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-url", default=None, help="a PostgreSQL server (any database)")
     args = parser.parse_args(argv)
     params = clv.CLVParams(holdout_days=args.holdout_days)
-    with tempfile.TemporaryDirectory(prefix="clv-report-") as scratch:
-        server = args.server_url or warehouse.start_embedded_server(Path(scratch) / "pg")
-        name = f"clv_report_{uuid.uuid4().hex[:12]}"
-        with warehouse.connect(server, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(f'create database "{name}"')  # a generated name, not user input
-        url = warehouse.with_database(server, name)
-        try:
-            began = time.perf_counter()
-            load_files(url, args.data)
-            loaded = time.perf_counter() - began
-            report = measure(url, args.data, args.as_of, params)
-            report["seconds"]["load_files"] = round(loaded, 2)
-        finally:
-            with warehouse.connect(server, autocommit=True) as conn, conn.cursor() as cur:
-                cur.execute(f'drop database if exists "{name}" with (force)')
-            if not args.server_url:
-                _stop_embedded(Path(scratch) / "pg")
+    with warehouse.scratch_database(args.server_url, prefix="clv_report") as url:
+        began = time.perf_counter()
+        load_files(url, args.data)
+        loaded = time.perf_counter() - began
+        report = measure(url, args.data, args.as_of, params)
+        report["seconds"]["load_files"] = round(loaded, 2)
     print(json.dumps(report, indent=2, default=str))
-
-
-def _stop_embedded(pgdata: Path) -> None:
-    import pgserver
-
-    pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
 
 
 if __name__ == "__main__":
