@@ -114,3 +114,20 @@ def test_holdout_figures_count_absent_customers_as_no_purchase():
     assert figures["value_actual_total"] == 45
     assert figures["no_purchase_share_actual"] == pytest.approx(1 / 3)
     assert figures["no_purchase_share_predicted"] == pytest.approx(0.4)
+
+
+def test_too_few_customers_give_no_fit_and_null_values_not_an_error():
+    """A 15-row clickstream sample has three buyers: nothing to identify four parameters."""
+    summary = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "frequency": [0, 1, 2],
+            "recency_days": [0, 10, 40],
+            "t_days": [30, 50, 60],
+            "monetary_value": [0.0, 25.0, 40.0],
+        }
+    )
+    fitted = clv.fit_clv(summary)
+    assert fitted.purchases is None and fitted.gamma_gamma is None
+    scores = clv.score_customers(fitted, summary)
+    assert len(scores) == 3 and scores["expected_value_365d"].isna().all()

@@ -100,6 +100,10 @@ class CLVParams:
     # The window of `churn_baseline`'s probability_no_purchase: the churn model's label is
     # "no purchase in (D, D + 90]" (features.CHURN_HORIZON_DAYS).
     churn_horizon_days: int = 90
+    # Below this many customers (buyers for BG/NBD, repeat buyers for Gamma-Gamma) a model is
+    # not fitted and its columns are NULL: a handful of customers cannot identify four (or
+    # three) parameters, and the optimiser fails to converge on them.
+    min_customers_to_fit: int = 20
 
 
 DEFAULT_PARAMS = CLVParams()
@@ -204,8 +208,8 @@ def fit_clv(summary: pd.DataFrame, params: CLVParams = DEFAULT_PARAMS) -> Fitted
     """Fit BG/NBD (or MBG/NBD: params.purchase_model) on every row of `summary` and
     Gamma-Gamma on the rows with frequency > 0 and monetary_value > 0 (it needs a positive mean
     spend; a fully discounted repeat day can give 0). Columns in: frequency, recency_days,
-    t_days, monetary_value. A model with no rows to fit is None. Raises
-    lifetimes.utils.ConvergenceError if a fit does not converge."""
+    t_days, monetary_value. A model with fewer than params.min_customers_to_fit rows to fit
+    is None. Raises lifetimes.utils.ConvergenceError if a fit does not converge."""
     from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter
 
     fitters = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter}
@@ -214,7 +218,7 @@ def fit_clv(summary: pd.DataFrame, params: CLVParams = DEFAULT_PARAMS) -> Fitted
             f"purchase_model must be one of {sorted(fitters)}, not {params.purchase_model!r}"
         )
     purchases = gamma_gamma = None
-    if len(summary):
+    if len(summary) >= params.min_customers_to_fit:
         purchases = fitters[params.purchase_model](penalizer_coef=params.bgnbd_penalizer).fit(
             summary["frequency"].to_numpy(),
             _weeks(summary["recency_days"]),
@@ -222,7 +226,7 @@ def fit_clv(summary: pd.DataFrame, params: CLVParams = DEFAULT_PARAMS) -> Fitted
             tol=params.fit_tolerance,
         )
     repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
-    if len(repeat):
+    if len(repeat) >= params.min_customers_to_fit:
         gamma_gamma = GammaGammaFitter(penalizer_coef=params.gamma_gamma_penalizer).fit(
             repeat["frequency"].to_numpy(),
             repeat["monetary_value"].to_numpy(dtype=float),
