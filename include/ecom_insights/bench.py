@@ -1,11 +1,7 @@
 """`make bench`: ingestion and the feature store at scale, against named peers, in one run.
 
     python -m ecom_insights.bench [--customers 1000000] [--data DIR] [--home DIR] [--skip-peers]
-<<<<<<< HEAD
-                                  [--only features]
-=======
-                                  [--only ingestion]
->>>>>>> wip-ing
+                                  [--only ingestion|features]
 
 Steps, each timed on the same files and the same machine:
 1. demo data from the generator (reused when DIR already holds it);
@@ -18,13 +14,9 @@ Steps, each timed on the same files and the same machine:
 5. a roll-forward of that last day from the day before, against the full build.
 
 The figures go to docs/benchmarks.md (the section between the bench markers) and to stdout.
-<<<<<<< HEAD
 `--only features` runs steps 4 and 5 alone on the data an earlier run left in --home (its
-warehouse and files), and prints the figures without writing the document.
-=======
-`--only ingestion` stops after step 3 and prints its figures without touching the document
-(to iterate on ingestion; the document's section needs the whole run).
->>>>>>> wip-ing
+warehouse and files); `--only ingestion` stops after step 3. Either prints its figures
+without writing the document (to iterate; the document's section needs the whole run).
 The bench is no test: `make test` does not run it.
 """
 
