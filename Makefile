@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
+# pytest workers: each starts its own embedded PostgreSQL and Airflow home; one per core here
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint format bench clean
@@ -23,7 +25,8 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	# loadscope: a module's tests stay on one worker, so a module-scoped fixture runs once
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 lint: install
 	$(BIN)/ruff check .
