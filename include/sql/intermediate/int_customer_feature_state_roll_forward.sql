@@ -1,12 +1,15 @@
--- intermediate.int_customer_feature_state, rolled forward: the state at D of the customers with
--- new data in (P, D], from their state at P plus the sessions and events of (P, D] only (the
--- customers without new data keep their latest version). Counts, sums and the counts per
--- value add up; the maximum dates take the later one; the modes are picked again from the
--- summed counts; the trailing windows move from the snapshot at P by the sessions that
--- enter or leave them. Correct only when no data dated on or before P arrived after the
--- state at P was written. Bound parameters:
+-- intermediate.int_customer_feature_state, rolled forward: the state at D of the customers
+-- whose features move between P and D, from their state at P plus the sessions and events of
+-- (P, D] only. Those are the customers with new data in (P, D] and the customers with a
+-- session that slides out of (or across) a trailing window between P and D; every other
+-- customer's latest version holds their exact state at D already. Counts, sums and the
+-- counts per value add up; the maximum dates take the later one; the modes are picked again
+-- from the summed counts; the trailing windows move from those of the state at P (exact at P,
+-- by the same rule) by the sessions that enter or leave them. Correct only when no data dated
+-- on or before P arrived after the state at P was written. Bound parameters:
 --   as_of_date            D
---   previous_date         P, a date with a state version (P < D)
+--   previous_date         P, a registered snapshot (P < D)
+--   base_date             the full build that the snapshot at P chains from (<= P)
 --   changed_customer_ids  the customers with a session, an event or a signup in (P, D]
 
 with
@@ -15,34 +18,6 @@ with
 changed as materialized (
     -- one list for every lookup below (an array repeated in each filter costs planning time)
     select unnest(%(changed_customer_ids)s::text[]) as customer_id
-),
-
-base as (
-    -- each changed customer's state at P: the latest version on or before P
-    select distinct on (customer_id) *
-    from intermediate.int_customer_feature_state
-    where as_of_date <= %(previous_date)s::date
-      and customer_id in (select customer_id from changed)
-    order by customer_id, as_of_date desc
-),
-
-previous as (
-    -- the trailing windows at P of the changed customers who have a row at P
-    select
-        customer_id,
-        sessions_last_7d,
-        sessions_last_30d,
-        sessions_last_90d,
-        purchases_last_7d,
-        purchases_last_30d,
-        purchases_last_90d,
-        monetary_last_30d,
-        cltv_proxy_365d as monetary_last_365d,
-        sessions_prev_90d,
-        monetary_prev_90d
-    from marts.customer_features
-    where as_of_date = %(previous_date)s::date
-      and customer_id in (select customer_id from changed)
 ),
 
 new_sessions as not materialized (
@@ -80,26 +55,6 @@ edge_sessions as (
     select customer_id, session_date, purchase_made, purchase_amount
     from staging.stg_sessions
     where session_date = any (array(select day from edge_days))
-),
-
-last_year_sessions as (
-    -- the last year of the changed customers without a row at P (signed up after P), read
-    -- customer by customer through sessions_customer_date_idx ("offset 0" keeps the lateral
-    -- subquery a per-customer index scan rather than a scan of every session)
-    select s.customer_id, s.session_date, s.purchase_made, s.purchase_amount
-    from (
-        select customer_id from changed
-        except
-        select customer_id from previous
-    ) as n
-    cross join lateral (
-        select customer_id, session_date, purchase_made, purchase_amount
-        from staging.stg_sessions
-        where customer_id = n.customer_id
-          and session_date > %(as_of_date)s::date - 365
-          and session_date <= %(as_of_date)s::date
-        offset 0
-    ) as s
 ),
 
 new_events as not materialized (
@@ -252,45 +207,34 @@ window_moves as (
     group by customer_id
 ),
 
-windows as (
-    select
-        p.customer_id,
-        p.sessions_last_7d + coalesce(m.sessions_last_7d, 0) as sessions_last_7d,
-        p.sessions_last_30d + coalesce(m.sessions_last_30d, 0) as sessions_last_30d,
-        p.sessions_last_90d + coalesce(m.sessions_last_90d, 0) as sessions_last_90d,
-        p.purchases_last_7d + coalesce(m.purchases_last_7d, 0) as purchases_last_7d,
-        p.purchases_last_30d + coalesce(m.purchases_last_30d, 0) as purchases_last_30d,
-        p.purchases_last_90d + coalesce(m.purchases_last_90d, 0) as purchases_last_90d,
-        p.monetary_last_30d + coalesce(m.monetary_last_30d, 0) as monetary_last_30d,
-        p.monetary_last_365d + coalesce(m.monetary_last_365d, 0) as monetary_last_365d,
-        p.sessions_prev_90d + coalesce(m.sessions_prev_90d, 0) as sessions_prev_90d,
-        p.monetary_prev_90d + coalesce(m.monetary_prev_90d, 0) as monetary_prev_90d
-    from previous as p
-    left join window_moves as m on m.customer_id = p.customer_id
-    union all
-    select
-        customer_id,
-        count(*) filter (where session_date > %(as_of_date)s::date - 7),
-        count(*) filter (where session_date > %(as_of_date)s::date - 30),
-        count(*) filter (where session_date > %(as_of_date)s::date - 90),
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 7),
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 30),
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 90),
-        coalesce(sum(purchase_amount) filter (
-            where purchase_made and session_date > %(as_of_date)s::date - 30
-        ), 0),
-        coalesce(sum(purchase_amount) filter (where purchase_made), 0),
-        count(*) filter (
-            where session_date > %(as_of_date)s::date - 120
-              and session_date <= %(as_of_date)s::date - 30
-        ),
-        coalesce(sum(purchase_amount) filter (
-            where purchase_made
-              and session_date > %(as_of_date)s::date - 120
-              and session_date <= %(as_of_date)s::date - 30
-        ), 0)
-    from last_year_sessions
-    group by customer_id
+touched as materialized (
+    -- the customers who get a version at D: the changed ones, and those whose trailing
+    -- windows move (a session of theirs leaves a window, or crosses from the last 30 days
+    -- into the 90 before)
+    select customer_id from changed
+    union
+    select customer_id
+    from window_moves
+    where sessions_last_7d <> 0
+       or sessions_last_30d <> 0
+       or sessions_last_90d <> 0
+       or purchases_last_7d <> 0
+       or purchases_last_30d <> 0
+       or purchases_last_90d <> 0
+       or monetary_last_30d <> 0
+       or monetary_last_365d <> 0
+       or sessions_prev_90d <> 0
+       or monetary_prev_90d <> 0
+),
+
+base as (
+    -- each touched customer's state at P: their latest version in the chain of the snapshot
+    -- at P, [base_date, P]; its trailing windows are those at P
+    select distinct on (customer_id) *
+    from intermediate.int_customer_feature_state
+    where as_of_date between %(base_date)s::date and %(previous_date)s::date
+      and customer_id in (select customer_id from touched)
+    order by customer_id, as_of_date desc
 ),
 
 -- counts per category: the base's, plus one per new session
@@ -354,7 +298,7 @@ new_cart_sessions as (
 ),
 
 customers as (
-    -- the changed customers with any data up to D (a signup alone gives no state)
+    -- the touched customers with any data up to D (a signup alone gives no state)
     select customer_id from base
     union
     select customer_id from session_totals
@@ -402,16 +346,26 @@ final as (
             + coalesce(s.purchases_with_discount_known, 0) as purchases_with_discount_known,
         coalesce(b.weekend_sessions, 0) + coalesce(s.weekend_sessions, 0) as weekend_sessions,
         -- trailing windows
-        coalesce(w.sessions_last_7d, 0) as sessions_last_7d,
-        coalesce(w.sessions_last_30d, 0) as sessions_last_30d,
-        coalesce(w.sessions_last_90d, 0) as sessions_last_90d,
-        coalesce(w.purchases_last_7d, 0) as purchases_last_7d,
-        coalesce(w.purchases_last_30d, 0) as purchases_last_30d,
-        coalesce(w.purchases_last_90d, 0) as purchases_last_90d,
-        coalesce(w.monetary_last_30d, 0) as monetary_last_30d,
-        coalesce(w.monetary_last_365d, 0) as monetary_last_365d,
-        coalesce(w.sessions_prev_90d, 0) as sessions_prev_90d,
-        coalesce(w.monetary_prev_90d, 0) as monetary_prev_90d,
+        coalesce(b.sessions_last_7d, 0) + coalesce(w.sessions_last_7d, 0)
+            as sessions_last_7d,
+        coalesce(b.sessions_last_30d, 0) + coalesce(w.sessions_last_30d, 0)
+            as sessions_last_30d,
+        coalesce(b.sessions_last_90d, 0) + coalesce(w.sessions_last_90d, 0)
+            as sessions_last_90d,
+        coalesce(b.purchases_last_7d, 0) + coalesce(w.purchases_last_7d, 0)
+            as purchases_last_7d,
+        coalesce(b.purchases_last_30d, 0) + coalesce(w.purchases_last_30d, 0)
+            as purchases_last_30d,
+        coalesce(b.purchases_last_90d, 0) + coalesce(w.purchases_last_90d, 0)
+            as purchases_last_90d,
+        coalesce(b.monetary_last_30d, 0) + coalesce(w.monetary_last_30d, 0)
+            as monetary_last_30d,
+        coalesce(b.monetary_last_365d, 0) + coalesce(w.monetary_last_365d, 0)
+            as monetary_last_365d,
+        coalesce(b.sessions_prev_90d, 0) + coalesce(w.sessions_prev_90d, 0)
+            as sessions_prev_90d,
+        coalesce(b.monetary_prev_90d, 0) + coalesce(w.monetary_prev_90d, 0)
+            as monetary_prev_90d,
         -- sessions per value
         c.categories,
         c.category_sessions,
@@ -431,7 +385,7 @@ final as (
     from customers as k
     left join base as b on b.customer_id = k.customer_id
     left join session_totals as s on s.customer_id = k.customer_id
-    left join windows as w on w.customer_id = k.customer_id
+    left join window_moves as w on w.customer_id = k.customer_id
     left join categories as c on c.customer_id = k.customer_id
     left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
     left join category_ranks as favourite_rank
