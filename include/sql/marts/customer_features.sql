@@ -11,25 +11,33 @@
 with
 
 -- import
-snapshots as (
-    select as_of_date, base_date
-    from marts.feature_snapshots
-),
-
 customers as (
     select customer_id, signup_date
     from core.customers
 ),
 
-state as (
-    -- each customer's latest version in the snapshot's chain, [base_date, as_of_date]
-    select distinct on (f.as_of_date, s.customer_id)
-        f.as_of_date as snapshot_date,
-        s.*
-    from snapshots as f
+-- the state partitions of each snapshot's chain, [base_date, as_of_date]: the join with the
+-- registry row lets the executor prune the others (a nested loop over that one row)
+chain as not materialized (
+    select f.as_of_date as snapshot_date, s.*
+    from marts.feature_snapshots as f
     join intermediate.int_customer_feature_state as s
         on s.as_of_date between f.base_date and f.as_of_date
-    order by f.as_of_date, s.customer_id desc, s.as_of_date desc
+),
+
+-- logic
+latest_versions as (
+    -- each customer's latest version in the chain, found on the key alone: sorting or
+    -- ranking the whole rows (700 bytes each) took most of a read
+    select snapshot_date, customer_id, max(as_of_date) as as_of_date
+    from chain
+    group by snapshot_date, customer_id
+),
+
+state as (
+    select *
+    from chain
+    where (snapshot_date, customer_id, as_of_date) in (select * from latest_versions)
 ),
 
 -- logic
@@ -101,7 +109,7 @@ final as (
         extract(quarter from f.as_of_date)::integer as as_of_quarter,
         extract(month from f.as_of_date) in (11, 12) as is_holiday_season,
         marts.season(f.as_of_date) as season
-    from snapshots as f
+    from marts.feature_snapshots as f
     join customers as c on c.signup_date <= f.as_of_date
     left join state as s
         on s.snapshot_date = f.as_of_date
