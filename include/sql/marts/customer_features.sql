@@ -26,21 +26,21 @@ chain as not materialized (
 ),
 
 -- logic
-latest_versions as (
-    -- each customer's latest version in the chain, found on the key alone: sorting or
-    -- ranking the whole rows (700 bytes each) took most of a read
-    select snapshot_date, customer_id, max(as_of_date) as as_of_date
-    from chain
-    group by snapshot_date, customer_id
-),
-
 state as (
-    select *
-    from chain
-    where (snapshot_date, customer_id, as_of_date) in (select * from latest_versions)
+    -- each customer's latest version in the chain: the versions without a later one (a hash
+    -- anti join on the key, read from the partitions' primary keys; a `distinct on` sorted
+    -- the whole rows, and a lookup per customer of their latest version cost more than this)
+    select s.*
+    from chain as s
+    where not exists (
+        select
+        from chain as later
+        where later.snapshot_date = s.snapshot_date
+          and later.customer_id = s.customer_id
+          and later.as_of_date > s.as_of_date
+    )
 ),
 
--- logic
 final as (
     select
         -- ids
