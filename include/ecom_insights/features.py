@@ -312,25 +312,19 @@ def _write_state(cur, as_of: date, query: str, params: dict) -> None:
         (f"intermediate.{STATE_TABLE}",),
     )
     not_null = [row[0] for row in cur.fetchall() if row[0] not in STATE_KEY]
+    # One statement: the NOT NULL columns and the check are verified in one scan of the table.
+    # The check lets ATTACH skip scanning the table to prove its rows belong.
     cur.execute(
-        sql.SQL("alter table {} {}").format(
+        sql.SQL(
+            "alter table {} {}, add constraint {} check (as_of_date = {}), add primary key ({})"
+        ).format(
             building,
             sql.SQL(", ").join(
                 sql.SQL("alter column {} set not null").format(sql.Identifier(c)) for c in not_null
             ),
-        )
-    )
-    cur.execute(
-        sql.SQL("alter table {} add primary key ({})").format(
-            building, sql.SQL(", ").join(map(sql.Identifier, STATE_KEY))
-        )
-    )
-    # the constraint lets ATTACH skip scanning the table to prove its rows belong
-    cur.execute(
-        sql.SQL("alter table {} add constraint {} check (as_of_date = {})").format(
-            building,
             sql.Identifier(f"{partition}_as_of"),
             sql.Literal(as_of),
+            sql.SQL(", ").join(map(sql.Identifier, STATE_KEY)),
         )
     )
     # Statistics before anyone reads it: the next day's roll-forward joins this table at once,
