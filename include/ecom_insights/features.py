@@ -1,26 +1,29 @@
 """The feature store: point-in-time customer features in PostgreSQL.
 
-`marts.customer_features` holds one snapshot per as-of date D (a list partition each): a row
-for every customer signed up on or before D, computed from data up to the end of D only.
-The SQL is layered under include/sql: staging views (stg_*) over core, intermediate views
-(int_*), and the mart's query (marts/customer_features.sql). docs/features.md defines every
-column.
+`marts.customer_features` is a view with one snapshot per registered as-of date D
+(`marts.feature_snapshots`): a row for every customer signed up on or before D, computed
+from data up to the end of D only. The SQL is layered under include/sql: staging views
+(stg_*) over core, intermediate views (int_*), and the mart's view
+(marts/customer_features.sql). docs/features.md defines every column.
 
 The features are read off an additive state per customer
 (`intermediate.int_customer_feature_state`: counts, sums, trailing windows, counts per
-category, hour and weekday, and the modes picked from them), versioned by date like the
-snapshots. Two ways to build a snapshot, with identical results (a test holds them to it):
+category, hour and weekday, and the modes picked from them), versioned by date: the
+partition for V holds the versions written at V. A snapshot at D reads each customer's
+latest version in [base_date, D], where base_date is the full build it chains from; the
+columns that depend on D alone (tenure, recency, the calendar) are computed when it is read.
+Two ways to write a snapshot, with identical results (a test holds them to it):
 - `build_features`: every customer's state from their whole history up to D
-  (int_customer_feature_state.sql), then the snapshot from it;
-- `roll_forward_features`: from the snapshot and the state at P < D, when the new data lies
-  in (P, D]: the customers with activity in (P, D] (or signed up then) get a new state
-  version, their state at P plus that data only (int_customer_feature_state_roll_forward.sql),
-  and their row from it; the others are carried over with their date-dependent columns moved
-  on (customer_features_roll_forward.sql). Without a state at P it builds in full.
+  (int_customer_feature_state.sql), registered with base_date = D;
+- `roll_forward_features`: from the snapshot at P < D, when the new data lies in (P, D]: a
+  version at D for the customers whose state moves, those with activity (or their signup)
+  in (P, D] and those with a session that slides out of a trailing window, from their state
+  at P plus those days' sessions and events only (int_customer_feature_state_roll_forward.sql),
+  registered with P's base_date. Its cost follows the days' data, not the customer base.
 
-Snapshots and state versions are built as standalone tables, indexed, then attached as the
-partition for D in one transaction: readers see the old snapshot or the new one, never half
-of one.
+A state version and its registry row are written in one transaction: readers see the old
+snapshot or the new one, never half of one. State partitions that no registered snapshot
+reads (base_date <= V <= as_of_date) are dropped.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from pathlib import Path
 from psycopg2 import sql
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-FEATURES_TABLE = "customer_features"
 STATE_TABLE = "int_customer_feature_state"
+STATE_KEY = ("customer_id", "as_of_date")
 # The views the mart reads, in dependency order: (schema, name), the SQL in
 # include/sql/<schema>/<name>.sql.
 FEATURE_VIEWS = (
@@ -62,8 +65,12 @@ def _sql(relative: str) -> str:
 
 
 def ensure_feature_models(conn) -> None:
-    """Create (or replace) the staging and intermediate views, the shared SQL functions and
-    the partitioned marts.customer_features table."""
+    """Create (or replace) the staging and intermediate views, the shared SQL functions, the
+    state table, the snapshot registry and the marts.customer_features view. Idempotent.
+
+    A warehouse of an earlier version, where marts.customer_features is a table with a
+    partition per snapshot, is migrated: the table is dropped and each of its dates is
+    rebuilt in full, so that the same dates keep a snapshot."""
     with conn.cursor() as cur:
         cur.execute(_sql("ddl/features.sql"))
         cur.execute("create schema if not exists staging")
@@ -76,28 +83,31 @@ def ensure_feature_models(conn) -> None:
             cur.execute(
                 sql.SQL("create view {} as {}").format(sql.Identifier(schema, name), sql.SQL(query))
             )
-        cur.execute("select to_regclass('marts.customer_features')")
-        if cur.fetchone()[0] is None:
-            # the columns and types come from the query itself, so that they cannot drift
-            cur.execute(
-                sql.SQL("create temp table _features_shape as {} with no data").format(
-                    sql.SQL(_sql("marts/customer_features.sql"))
-                ),
-                {"as_of_date": date(2000, 1, 1), "customer_ids": None},
+        cur.execute(
+            "select relkind from pg_class where oid = to_regclass('marts.customer_features')"
+        )
+        found = cur.fetchone()
+        retired_dates = []
+        if found is not None and found[0] != "v":
+            retired_dates = _partition_dates(conn, "marts.customer_features")
+            cur.execute("drop table marts.customer_features")
+        cur.execute(
+            sql.SQL("create or replace view marts.customer_features as {}").format(
+                sql.SQL(_sql("marts/customer_features.sql"))
             )
-            cur.execute(
-                "create table marts.customer_features (like _features_shape) "
-                "partition by list (as_of_date)"
-            )
-            cur.execute(
-                "alter table marts.customer_features add primary key (as_of_date, customer_id)"
-            )
-            cur.execute("drop table _features_shape")
+        )
+    for as_of in retired_dates:
+        build_features(conn, as_of)
 
 
 def snapshot_dates(conn) -> list[date]:
     """The as-of dates that have a snapshot, oldest first."""
-    return _partition_dates(conn, f"marts.{FEATURES_TABLE}")
+    with conn.cursor() as cur:
+        cur.execute("select to_regclass('marts.feature_snapshots')")
+        if cur.fetchone()[0] is None:
+            return []
+        cur.execute("select as_of_date from marts.feature_snapshots order by as_of_date")
+        return [row[0] for row in cur.fetchall()]
 
 
 def state_dates(conn) -> list[date]:
@@ -121,94 +131,79 @@ def _partition_dates(conn, parent: str) -> list[date]:
     return sorted(date.fromisoformat(b.split("'")[1]) for b in bounds)
 
 
-def _partition_name(as_of: date) -> str:
-    return f"{FEATURES_TABLE}_{as_of:%Y%m%d}"
+def _base_dates(conn) -> dict[date, date]:
+    """Each registered snapshot's as-of date and the full build it chains from."""
+    with conn.cursor() as cur:
+        cur.execute("select as_of_date, base_date from marts.feature_snapshots")
+        return dict(cur.fetchall())
 
 
 def build_features(conn, as_of: date) -> SnapshotBuild:
     """Build the snapshot at `as_of` from every customer's whole history up to that day: the
-    state of every customer at `as_of` first (it replaces the state versions before `as_of`,
-    which it supersedes), then the snapshot from it."""
+    state of every customer at `as_of`, registered as a snapshot of its own chain. The later
+    snapshots whose chain runs through `as_of` now chain from it (their rows do not change:
+    every customer with data up to `as_of` has a version at it)."""
     ensure_feature_models(conn)
     with conn.cursor() as cur:
         _set_build_settings(cur)
-        _write_partition(
-            cur,
-            ("intermediate", STATE_TABLE),
-            as_of,
-            [(_sql("intermediate/int_customer_feature_state.sql"), {"as_of_date": as_of})],
-            key=("customer_id", "as_of_date"),
+        _write_state(
+            cur, as_of, _sql("intermediate/int_customer_feature_state.sql"), {"as_of_date": as_of}
         )
-        for older in state_dates(conn):
-            if older < as_of:
-                cur.execute(
-                    sql.SQL("drop table {}").format(
-                        sql.Identifier("intermediate", f"{STATE_TABLE}_{older:%Y%m%d}")
-                    )
-                )
-    rows = _write_snapshot(
-        conn,
-        as_of,
-        [(_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": None})],
-    )
+        rows = _snapshot_rows(cur, as_of)
+        _register(cur, as_of, as_of, "full", None, rows)
+        cur.execute(
+            "update marts.feature_snapshots set base_date = %(as_of)s "
+            "where base_date < %(as_of)s and as_of_date > %(as_of)s",
+            {"as_of": as_of},
+        )
+    _drop_unread_state(conn)
     return SnapshotBuild(as_of, "full", rows, recomputed_customers=rows)
 
 
 def roll_forward_features(conn, as_of: date, previous: date | None = None) -> SnapshotBuild:
     """Build the snapshot at `as_of` from the one at `previous` (default: the latest before
-    `as_of`), computing afresh only the customers with activity or a signup in between.
+    `as_of`), writing state versions only for the customers whose state moves in between.
 
     Correct when no data dated on or before `previous` has arrived since that snapshot was
     built; otherwise use `build_features` (the feature DAG decides from the asset events).
-    Without a state version at `previous` (pruned by a later full build, or a snapshot older
-    than the state), it builds in full.
+    It builds in full instead when `previous` has no snapshot, and when a later snapshot
+    reads the state at `as_of` (its chain runs through that date): replacing that state by a
+    partial one would change it.
     """
     ensure_feature_models(conn)
+    bases = _base_dates(conn)
     if previous is None:
-        earlier = [d for d in snapshot_dates(conn) if d < as_of]
+        earlier = [d for d in sorted(bases) if d < as_of]
         if not earlier:
             raise ValueError(f"no snapshot before {as_of} to roll forward from")
         previous = earlier[-1]
     if previous >= as_of:
         raise ValueError(f"previous snapshot {previous} is not before {as_of}")
-    if previous not in state_dates(conn):
+    if previous not in bases or any(
+        later > as_of and base <= as_of for later, base in bases.items()
+    ):
         return build_features(conn, as_of)
     changed = changed_customers(conn, previous, as_of)
     with conn.cursor() as cur:
         _set_build_settings(cur)
-        _write_partition(
+        # The planner estimates the query's CTEs at 200 rows and sorts each of them for a
+        # chain of merge joins; hash joins take 0.34 s instead of 0.41-0.51 s at 100,000
+        # customers (docs/benchmarks.md).
+        cur.execute("set local enable_mergejoin = off")
+        _write_state(
             cur,
-            ("intermediate", STATE_TABLE),
             as_of,
-            [
-                (
-                    _sql("intermediate/int_customer_feature_state_roll_forward.sql"),
-                    {
-                        "as_of_date": as_of,
-                        "previous_date": previous,
-                        "changed_customer_ids": changed,
-                    },
-                )
-            ],
-            key=("customer_id", "as_of_date"),
+            _sql("intermediate/int_customer_feature_state_roll_forward.sql"),
+            {
+                "as_of_date": as_of,
+                "previous_date": previous,
+                "base_date": bases[previous],
+                "changed_customer_ids": changed,
+            },
         )
-    rows = _write_snapshot(
-        conn,
-        as_of,
-        [
-            # the carried-over rows first: the largest query, which CREATE TABLE AS runs in
-            # parallel
-            (
-                _sql("marts/customer_features_roll_forward.sql"),
-                {
-                    "as_of_date": as_of,
-                    "previous_date": previous,
-                    "changed_customer_ids": changed,
-                },
-            ),
-            (_sql("marts/customer_features.sql"), {"as_of_date": as_of, "customer_ids": changed}),
-        ],
-    )
+        rows = _snapshot_rows(cur, as_of)
+        _register(cur, as_of, bases[previous], "incremental", previous, len(changed))
+    _drop_unread_state(conn)
     return SnapshotBuild(as_of, "incremental", rows, len(changed), previous)
 
 
@@ -264,76 +259,95 @@ def _set_build_settings(cur) -> None:
     cur.execute("set local jit = off")
 
 
-def _write_snapshot(conn, as_of: date, queries: list[tuple[str, dict]]) -> int:
-    """Fill a standalone table with the queries' rows, index it, and swap it in as the
-    partition for `as_of` of marts.customer_features."""
+def _snapshot_rows(cur, as_of: date) -> int:
+    """The number of rows of the snapshot at `as_of`: the customers signed up by then."""
+    cur.execute("select count(*) from core.customers where signup_date <= %s", (as_of,))
+    return cur.fetchone()[0]
+
+
+def _register(
+    cur, as_of: date, base: date, mode: str, previous: date | None, recomputed: int
+) -> None:
+    """Record (or replace) the snapshot at `as_of` in marts.feature_snapshots."""
+    cur.execute(
+        """
+        insert into marts.feature_snapshots
+            (as_of_date, base_date, mode, previous_date, recomputed_customers)
+        values (%s, %s, %s, %s, %s)
+        on conflict (as_of_date) do update set
+            base_date = excluded.base_date,
+            mode = excluded.mode,
+            previous_date = excluded.previous_date,
+            recomputed_customers = excluded.recomputed_customers,
+            built_at = excluded.built_at
+        """,
+        (as_of, base, mode, previous, recomputed),
+    )
+
+
+def _drop_unread_state(conn) -> None:
+    """Drop the state partitions that no registered snapshot reads: a snapshot at D reads
+    the versions V with base_date <= V <= D."""
+    bases = _base_dates(conn)
     with conn.cursor() as cur:
-        _set_build_settings(cur)
-        return _write_partition(
-            cur, ("marts", FEATURES_TABLE), as_of, queries, key=("as_of_date", "customer_id")
-        )
+        for version in state_dates(conn):
+            if not any(base <= version <= as_of for as_of, base in bases.items()):
+                cur.execute(
+                    sql.SQL("drop table {}").format(
+                        sql.Identifier("intermediate", f"{STATE_TABLE}_{version:%Y%m%d}")
+                    )
+                )
 
 
-def _write_partition(
-    cur, parent: tuple[str, str], as_of: date, queries: list[tuple[str, dict]], key: tuple
-) -> int:
-    """Fill a standalone table with the queries' rows (their columns are `parent`'s), give
-    it `parent`'s NOT NULL columns and primary key `key`, and swap it in as the partition for
-    `as_of` (replacing any)."""
-    schema, table = parent
-    partition = f"{table}_{as_of:%Y%m%d}"
-    building = sql.Identifier(schema, f"{partition}_building")
-    target = sql.Identifier(schema, partition)
+def _write_state(cur, as_of: date, query: str, params: dict) -> None:
+    """Fill a standalone table with the query's state rows, give it the state table's NOT
+    NULL columns and primary key, and swap it in as the partition for `as_of` (replacing
+    any)."""
+    partition = f"{STATE_TABLE}_{as_of:%Y%m%d}"
+    building = sql.Identifier("intermediate", f"{partition}_building")
+    target = sql.Identifier("intermediate", partition)
     cur.execute(sql.SQL("drop table if exists {}").format(building))
     # CREATE TABLE AS, not INSERT ... SELECT: only the former runs its query in parallel
-    (first, first_params), *more = queries
-    cur.execute(sql.SQL("create table {} as {}").format(building, sql.SQL(first)), first_params)
-    rows = cur.rowcount
-    for query, params in more:
-        cur.execute(sql.SQL("insert into {} {}").format(building, sql.SQL(query)), params)
-        rows += cur.rowcount
+    cur.execute(sql.SQL("create table {} as {}").format(building, sql.SQL(query)), params)
     # ATTACH requires the parent's NOT NULL constraints (and the types, which it checks)
     cur.execute(
         "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
         "and not attisdropped and attnotnull order by attnum",
-        (f"{schema}.{table}",),
+        (f"intermediate.{STATE_TABLE}",),
     )
-    not_null = [row[0] for row in cur.fetchall() if row[0] not in key]
-    if not_null:
-        cur.execute(
-            sql.SQL("alter table {} {}").format(
-                building,
-                sql.SQL(", ").join(
-                    sql.SQL("alter column {} set not null").format(sql.Identifier(c))
-                    for c in not_null
-                ),
-            )
-        )
+    not_null = [row[0] for row in cur.fetchall() if row[0] not in STATE_KEY]
+    # One statement: the NOT NULL columns and the check are verified in one scan of the table.
+    # The check lets ATTACH skip scanning the table to prove its rows belong.
     cur.execute(
-        sql.SQL("alter table {} add primary key ({})").format(
-            building, sql.SQL(", ").join(map(sql.Identifier, key))
-        )
-    )
-    # the constraint lets ATTACH skip scanning the table to prove its rows belong
-    cur.execute(
-        sql.SQL("alter table {} add constraint {} check (as_of_date = {})").format(
+        sql.SQL(
+            "alter table {} {}, add constraint {} check (as_of_date = {}), add primary key ({})"
+        ).format(
             building,
+            sql.SQL(", ").join(
+                sql.SQL("alter column {} set not null").format(sql.Identifier(c)) for c in not_null
+            ),
             sql.Identifier(f"{partition}_as_of"),
             sql.Literal(as_of),
+            sql.SQL(", ").join(map(sql.Identifier, STATE_KEY)),
         )
     )
     # Statistics before anyone reads it: the next day's roll-forward joins this table at once,
     # and without statistics (autovacuum comes up to a minute later) the planner chose a
-    # plan that took minutes instead of seconds at 100,000 customers (`make bench`).
-    cur.execute(sql.SQL("analyze {}").format(building))
+    # plan that took minutes instead of seconds at 100,000 customers (`make bench`). The
+    # readers join and filter on the key alone; the statistics of the other columns (arrays
+    # among them) took 0.85 s of a 2 s roll-forward.
+    cur.execute(
+        sql.SQL("analyze {} ({})").format(
+            building, sql.SQL(", ").join(map(sql.Identifier, STATE_KEY))
+        )
+    )
     cur.execute(sql.SQL("drop table if exists {}").format(target))
     cur.execute(sql.SQL("alter table {} rename to {}").format(building, sql.Identifier(partition)))
     cur.execute(
         sql.SQL("alter table {} attach partition {} for values in ({})").format(
-            sql.Identifier(schema, table), target, sql.Literal(as_of)
+            sql.Identifier("intermediate", STATE_TABLE), target, sql.Literal(as_of)
         )
     )
-    return rows
 
 
 def data_end(conn) -> date | None:

@@ -86,14 +86,17 @@ def _model_lines(cur, as_of: date) -> list[str]:
 
 
 def _mart_lines(cur, as_of: date) -> list[str]:
-    """Rows of each mart for this as-of date (every mart row carries its as_of_date)."""
+    """Rows of each mart for this as-of date (every mart row carries its as_of_date). A mart
+    is a table or a view (marts.customer_features); the feature store's registry of
+    snapshots (marts.feature_snapshots) is bookkeeping, not a mart."""
     cur.execute(
         """
         select c.relname
         from pg_class c
         join pg_namespace n on n.oid = c.relnamespace
         join pg_attribute a on a.attrelid = c.oid and a.attname = 'as_of_date'
-        where n.nspname = 'marts' and c.relkind in ('r', 'p') and not c.relispartition
+        where n.nspname = 'marts' and c.relkind in ('r', 'p', 'v') and not c.relispartition
+          and c.relname <> 'feature_snapshots'
         order by c.relname
         """
     )

@@ -149,3 +149,18 @@ create table if not exists intermediate.int_customer_feature_state (
     sessions_with_cart_event       bigint  not null,
     primary key (customer_id, as_of_date)
 ) partition by list (as_of_date);
+
+-- The registry of the snapshots of marts.customer_features: a snapshot at D reads, per
+-- customer, the latest state version in [base_date, D], where base_date is the full build
+-- it chains from (a full build at D has base_date = D). The state partitions that no
+-- registered snapshot reads are dropped.
+create table if not exists marts.feature_snapshots (
+    as_of_date            date        primary key,
+    base_date             date        not null check (base_date <= as_of_date),
+    mode                  text        not null check (mode in ('full', 'incremental')),
+    -- the roll-forward's previous snapshot (NULL for a full build)
+    previous_date         date,
+    -- customers with a session, an event or a signup in (previous_date, as_of_date]
+    recomputed_customers  integer     not null,
+    built_at              timestamptz not null default now()
+);

@@ -1,12 +1,15 @@
--- intermediate.int_customer_feature_state, rolled forward: the state at D of the customers with
--- new data in (P, D], from their state at P plus the sessions and events of (P, D] only (the
--- customers without new data keep their latest version). Counts, sums and the counts per
--- value add up; the maximum dates take the later one; the modes are picked again from the
--- summed counts; the trailing windows move from the snapshot at P by the sessions that
--- enter or leave them. Correct only when no data dated on or before P arrived after the
--- state at P was written. Bound parameters:
+-- intermediate.int_customer_feature_state, rolled forward: the state at D of the customers
+-- whose features move between P and D, from their state at P plus the sessions and events of
+-- (P, D] only. Those are the customers with new data in (P, D] and the customers with a
+-- session that slides out of (or across) a trailing window between P and D; every other
+-- customer's latest version holds their exact state at D already. Counts, sums and the
+-- counts per value add up; the maximum dates take the later one; the modes are picked again
+-- from the summed counts; the trailing windows move from those of the state at P (exact at P,
+-- by the same rule) by the sessions that enter or leave them. Correct only when no data dated
+-- on or before P arrived after the state at P was written. Bound parameters:
 --   as_of_date            D
---   previous_date         P, a date with a state version (P < D)
+--   previous_date         P, a registered snapshot (P < D)
+--   base_date             the full build that the snapshot at P chains from (<= P)
 --   changed_customer_ids  the customers with a session, an event or a signup in (P, D]
 
 with
@@ -17,35 +20,7 @@ changed as materialized (
     select unnest(%(changed_customer_ids)s::text[]) as customer_id
 ),
 
-base as (
-    -- each changed customer's state at P: the latest version on or before P
-    select distinct on (customer_id) *
-    from intermediate.int_customer_feature_state
-    where as_of_date <= %(previous_date)s::date
-      and customer_id in (select customer_id from changed)
-    order by customer_id, as_of_date desc
-),
-
-previous as (
-    -- the trailing windows at P of the changed customers who have a row at P
-    select
-        customer_id,
-        sessions_last_7d,
-        sessions_last_30d,
-        sessions_last_90d,
-        purchases_last_7d,
-        purchases_last_30d,
-        purchases_last_90d,
-        monetary_last_30d,
-        cltv_proxy_365d as monetary_last_365d,
-        sessions_prev_90d,
-        monetary_prev_90d
-    from marts.customer_features
-    where as_of_date = %(previous_date)s::date
-      and customer_id in (select customer_id from changed)
-),
-
-new_sessions as not materialized (
+new_sessions as materialized (
     select
         customer_id,
         session_date,
@@ -80,26 +55,6 @@ edge_sessions as (
     select customer_id, session_date, purchase_made, purchase_amount
     from staging.stg_sessions
     where session_date = any (array(select day from edge_days))
-),
-
-last_year_sessions as (
-    -- the last year of the changed customers without a row at P (signed up after P), read
-    -- customer by customer through sessions_customer_date_idx ("offset 0" keeps the lateral
-    -- subquery a per-customer index scan rather than a scan of every session)
-    select s.customer_id, s.session_date, s.purchase_made, s.purchase_amount
-    from (
-        select customer_id from changed
-        except
-        select customer_id from previous
-    ) as n
-    cross join lateral (
-        select customer_id, session_date, purchase_made, purchase_amount
-        from staging.stg_sessions
-        where customer_id = n.customer_id
-          and session_date > %(as_of_date)s::date - 365
-          and session_date <= %(as_of_date)s::date
-        offset 0
-    ) as s
 ),
 
 new_events as not materialized (
@@ -252,48 +207,45 @@ window_moves as (
     group by customer_id
 ),
 
-windows as (
-    select
-        p.customer_id,
-        p.sessions_last_7d + coalesce(m.sessions_last_7d, 0) as sessions_last_7d,
-        p.sessions_last_30d + coalesce(m.sessions_last_30d, 0) as sessions_last_30d,
-        p.sessions_last_90d + coalesce(m.sessions_last_90d, 0) as sessions_last_90d,
-        p.purchases_last_7d + coalesce(m.purchases_last_7d, 0) as purchases_last_7d,
-        p.purchases_last_30d + coalesce(m.purchases_last_30d, 0) as purchases_last_30d,
-        p.purchases_last_90d + coalesce(m.purchases_last_90d, 0) as purchases_last_90d,
-        p.monetary_last_30d + coalesce(m.monetary_last_30d, 0) as monetary_last_30d,
-        p.monetary_last_365d + coalesce(m.monetary_last_365d, 0) as monetary_last_365d,
-        p.sessions_prev_90d + coalesce(m.sessions_prev_90d, 0) as sessions_prev_90d,
-        p.monetary_prev_90d + coalesce(m.monetary_prev_90d, 0) as monetary_prev_90d
-    from previous as p
-    left join window_moves as m on m.customer_id = p.customer_id
-    union all
-    select
-        customer_id,
-        count(*) filter (where session_date > %(as_of_date)s::date - 7),
-        count(*) filter (where session_date > %(as_of_date)s::date - 30),
-        count(*) filter (where session_date > %(as_of_date)s::date - 90),
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 7),
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 30),
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 90),
-        coalesce(sum(purchase_amount) filter (
-            where purchase_made and session_date > %(as_of_date)s::date - 30
-        ), 0),
-        coalesce(sum(purchase_amount) filter (where purchase_made), 0),
-        count(*) filter (
-            where session_date > %(as_of_date)s::date - 120
-              and session_date <= %(as_of_date)s::date - 30
-        ),
-        coalesce(sum(purchase_amount) filter (
-            where purchase_made
-              and session_date > %(as_of_date)s::date - 120
-              and session_date <= %(as_of_date)s::date - 30
-        ), 0)
-    from last_year_sessions
-    group by customer_id
+touched as materialized (
+    -- the customers who get a version at D: the changed ones, and those whose trailing
+    -- windows move (a session of theirs leaves a window, or crosses from the last 30 days
+    -- into the 90 before)
+    select customer_id from changed
+    union
+    select customer_id
+    from window_moves
+    where sessions_last_7d <> 0
+       or sessions_last_30d <> 0
+       or sessions_last_90d <> 0
+       or purchases_last_7d <> 0
+       or purchases_last_30d <> 0
+       or purchases_last_90d <> 0
+       or monetary_last_30d <> 0
+       or monetary_last_365d <> 0
+       or sessions_prev_90d <> 0
+       or monetary_prev_90d <> 0
 ),
 
--- counts per category: the base's, plus one per new session
+base as (
+    -- each touched customer's state at P: their latest version in the chain of the snapshot
+    -- at P, [base_date, P], whose trailing windows are those at P; one backward probe of the
+    -- state's key per customer and partition (a distinct on sorted all the rows, 743 bytes
+    -- wide)
+    select s.*
+    from touched as t
+    cross join lateral (
+        select *
+        from intermediate.int_customer_feature_state as v
+        where v.customer_id = t.customer_id
+          and v.as_of_date between %(base_date)s::date and %(previous_date)s::date
+        order by v.as_of_date desc
+        limit 1
+    ) as s
+),
+
+-- counts per category: the base's, plus one per new session; only for the customers with a
+-- new session in a category (the others keep the base's counts and modes)
 category_counts as (
     select customer_id, category, sum(sessions)::bigint as sessions,
         sum(purchases)::bigint as purchases
@@ -302,6 +254,9 @@ category_counts as (
         from base as b
         cross join lateral unnest(b.categories, b.category_sessions, b.category_purchases)
             as v (category, sessions, purchases)
+        where b.customer_id in (
+            select customer_id from new_sessions where product_category is not null
+        )
         union all
         select customer_id, product_category, 1, purchase_made::integer
         from new_sessions
@@ -355,25 +310,27 @@ new_cart_sessions as (
 
 customers as (
     -- the changed customers with any data up to D (a signup alone gives no state)
-    select customer_id from base
-    union
     select customer_id from session_totals
     union
     select customer_id from event_totals
+    union
+    select customer_id from base where customer_id in (select customer_id from changed)
 ),
 
 habits as materialized (
-    -- materialized: the modes below then read the summed counts, not the sums again
+    -- the sessions per hour and weekday of the customers with a new session (the others keep
+    -- the base's counts and modes); materialized: the modes below then read the summed
+    -- counts, not the sums again
     select
-        k.customer_id,
+        s.customer_id,
         marts.add_counts(b.hour_sessions, s.hour_sessions) as hour_sessions,
         marts.add_counts(b.weekday_sessions, s.weekday_sessions) as weekday_sessions
-    from customers as k
-    left join base as b on b.customer_id = k.customer_id
-    left join session_totals as s on s.customer_id = k.customer_id
+    from session_totals as s
+    left join base as b on b.customer_id = s.customer_id
 ),
 
-final as (
+rolled_changed as (
+    -- the changed customers: their state at P plus the new data
     select
         -- ids
         k.customer_id,
@@ -402,27 +359,51 @@ final as (
             + coalesce(s.purchases_with_discount_known, 0) as purchases_with_discount_known,
         coalesce(b.weekend_sessions, 0) + coalesce(s.weekend_sessions, 0) as weekend_sessions,
         -- trailing windows
-        coalesce(w.sessions_last_7d, 0) as sessions_last_7d,
-        coalesce(w.sessions_last_30d, 0) as sessions_last_30d,
-        coalesce(w.sessions_last_90d, 0) as sessions_last_90d,
-        coalesce(w.purchases_last_7d, 0) as purchases_last_7d,
-        coalesce(w.purchases_last_30d, 0) as purchases_last_30d,
-        coalesce(w.purchases_last_90d, 0) as purchases_last_90d,
-        coalesce(w.monetary_last_30d, 0) as monetary_last_30d,
-        coalesce(w.monetary_last_365d, 0) as monetary_last_365d,
-        coalesce(w.sessions_prev_90d, 0) as sessions_prev_90d,
-        coalesce(w.monetary_prev_90d, 0) as monetary_prev_90d,
+        coalesce(b.sessions_last_7d, 0) + coalesce(w.sessions_last_7d, 0)
+            as sessions_last_7d,
+        coalesce(b.sessions_last_30d, 0) + coalesce(w.sessions_last_30d, 0)
+            as sessions_last_30d,
+        coalesce(b.sessions_last_90d, 0) + coalesce(w.sessions_last_90d, 0)
+            as sessions_last_90d,
+        coalesce(b.purchases_last_7d, 0) + coalesce(w.purchases_last_7d, 0)
+            as purchases_last_7d,
+        coalesce(b.purchases_last_30d, 0) + coalesce(w.purchases_last_30d, 0)
+            as purchases_last_30d,
+        coalesce(b.purchases_last_90d, 0) + coalesce(w.purchases_last_90d, 0)
+            as purchases_last_90d,
+        coalesce(b.monetary_last_30d, 0) + coalesce(w.monetary_last_30d, 0)
+            as monetary_last_30d,
+        coalesce(b.monetary_last_365d, 0) + coalesce(w.monetary_last_365d, 0)
+            as monetary_last_365d,
+        coalesce(b.sessions_prev_90d, 0) + coalesce(w.sessions_prev_90d, 0)
+            as sessions_prev_90d,
+        coalesce(b.monetary_prev_90d, 0) + coalesce(w.monetary_prev_90d, 0)
+            as monetary_prev_90d,
         -- sessions per value
-        c.categories,
-        c.category_sessions,
-        c.category_purchases,
-        hb.hour_sessions,
-        hb.weekday_sessions,
+        case when c.customer_id is null then b.categories else c.categories end as categories,
+        case
+            when c.customer_id is null then b.category_sessions else c.category_sessions
+        end as category_sessions,
+        case
+            when c.customer_id is null then b.category_purchases else c.category_purchases
+        end as category_purchases,
+        case when hb.customer_id is null then b.hour_sessions else hb.hour_sessions end
+            as hour_sessions,
+        case when hb.customer_id is null then b.weekday_sessions else hb.weekday_sessions end
+            as weekday_sessions,
         -- the modes
-        top_rank.category as top_category,
-        favourite_rank.category as favourite_category,
-        marts.mode_position(hb.hour_sessions) - 1 as favourite_hour,
-        marts.mode_position(hb.weekday_sessions) as favourite_weekday,
+        case when c.customer_id is null then b.top_category else top_rank.category end
+            as top_category,
+        case when c.customer_id is null then b.favourite_category else favourite_rank.category end
+            as favourite_category,
+        case
+            when hb.customer_id is null then b.favourite_hour
+            else marts.mode_position(hb.hour_sessions) - 1
+        end as favourite_hour,
+        case
+            when hb.customer_id is null then b.favourite_weekday
+            else marts.mode_position(hb.weekday_sessions)
+        end as favourite_weekday,
         -- events
         coalesce(b.events, 0) + coalesce(e.events, 0) as events,
         coalesce(b.view_events, 0) + coalesce(e.view_events, 0) as view_events,
@@ -431,7 +412,7 @@ final as (
     from customers as k
     left join base as b on b.customer_id = k.customer_id
     left join session_totals as s on s.customer_id = k.customer_id
-    left join windows as w on w.customer_id = k.customer_id
+    left join window_moves as w on w.customer_id = k.customer_id
     left join categories as c on c.customer_id = k.customer_id
     left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
     left join category_ranks as favourite_rank
@@ -439,6 +420,62 @@ final as (
     left join habits as hb on hb.customer_id = k.customer_id
     left join event_totals as e on e.customer_id = k.customer_id
     left join new_cart_sessions as cs on cs.customer_id = k.customer_id
+),
+
+rolled_windows as (
+    -- the customers whose trailing windows move but who have no new data: their state at P
+    -- with the windows moved
+    select
+        b.customer_id,
+        %(as_of_date)s::date as as_of_date,
+        -- all-time: as at P
+        b.sessions_count,
+        b.frequency,
+        b.monetary,
+        b.last_purchase_date,
+        b.last_session_date,
+        b.browsing_time_sec_sum,
+        b.browsing_time_sec_known,
+        b.pages_viewed_sum,
+        b.pages_viewed_known,
+        b.added_to_cart_sum,
+        b.added_to_cart_known,
+        b.purchases_with_discount,
+        b.purchases_with_discount_known,
+        b.weekend_sessions,
+        -- trailing windows: those at P, moved
+        b.sessions_last_7d + w.sessions_last_7d as sessions_last_7d,
+        b.sessions_last_30d + w.sessions_last_30d as sessions_last_30d,
+        b.sessions_last_90d + w.sessions_last_90d as sessions_last_90d,
+        b.purchases_last_7d + w.purchases_last_7d as purchases_last_7d,
+        b.purchases_last_30d + w.purchases_last_30d as purchases_last_30d,
+        b.purchases_last_90d + w.purchases_last_90d as purchases_last_90d,
+        b.monetary_last_30d + w.monetary_last_30d as monetary_last_30d,
+        b.monetary_last_365d + w.monetary_last_365d as monetary_last_365d,
+        b.sessions_prev_90d + w.sessions_prev_90d as sessions_prev_90d,
+        b.monetary_prev_90d + w.monetary_prev_90d as monetary_prev_90d,
+        -- counts per value, modes and events: as at P
+        b.categories,
+        b.category_sessions,
+        b.category_purchases,
+        b.hour_sessions,
+        b.weekday_sessions,
+        b.top_category,
+        b.favourite_category,
+        b.favourite_hour,
+        b.favourite_weekday,
+        b.events,
+        b.view_events,
+        b.sessions_with_cart_event
+    from base as b
+    join window_moves as w on w.customer_id = b.customer_id
+    where not exists (select from changed as c where c.customer_id = b.customer_id)
+),
+
+final as (
+    select * from rolled_changed
+    union all
+    select * from rolled_windows
 )
 
 select * from final

@@ -1,12 +1,12 @@
--- marts.customer_features: one row per customer signed up on or before the as-of date D,
--- computed from data up to the end of D only (point in time). Definitions and NULL rules:
--- docs/features.md. The features are read off each customer's additive state at D
--- (intermediate.int_customer_feature_state: counts, sums, windows and modes), which the
--- full build writes for every customer and the roll-forward for the changed ones; a
--- customer's state at D is the version written at D. Bound parameters:
---   as_of_date    D
---   customer_ids  NULL for every customer, or an array to compute only those customers
---                 (the roll-forward's changed customers)
+-- marts.customer_features (a view): for every registered snapshot D (marts.feature_snapshots),
+-- one row per customer signed up on or before D, computed from data up to the end of D only
+-- (point in time). Definitions and NULL rules: docs/features.md. The features are read off
+-- each customer's additive state at D (intermediate.int_customer_feature_state: counts,
+-- sums, windows and modes): their latest state version in [base_date, D], which holds exact
+-- all-time and trailing-window values at D (a roll-forward writes a version for every
+-- customer whose values move). What depends on D itself (tenure, recency, the calendar) is
+-- computed here, at read time. Read one snapshot with `where as_of_date = D`: the filter
+-- reaches the registry and, through it, prunes the state's partitions at run time.
 
 with
 
@@ -14,31 +14,46 @@ with
 customers as (
     select customer_id, signup_date
     from core.customers
-    where signup_date <= %(as_of_date)s::date
-      and (%(customer_ids)s::text[] is null or customer_id = any(%(customer_ids)s::text[]))
 ),
 
-state as (
-    select *
-    from intermediate.int_customer_feature_state
-    where as_of_date = %(as_of_date)s::date
-      and (%(customer_ids)s::text[] is null or customer_id = any(%(customer_ids)s::text[]))
+-- the state partitions of each snapshot's chain, [base_date, as_of_date]: the join with the
+-- registry row lets the executor prune the others (a nested loop over that one row)
+chain as not materialized (
+    select f.as_of_date as snapshot_date, s.*
+    from marts.feature_snapshots as f
+    join intermediate.int_customer_feature_state as s
+        on s.as_of_date between f.base_date and f.as_of_date
 ),
 
 -- logic
+state as (
+    -- each customer's latest version in the chain: the versions without a later one (a hash
+    -- anti join on the key, read from the partitions' primary keys; a `distinct on` sorted
+    -- the whole rows, and a lookup per customer of their latest version cost more than this)
+    select s.*
+    from chain as s
+    where not exists (
+        select
+        from chain as later
+        where later.snapshot_date = s.snapshot_date
+          and later.customer_id = s.customer_id
+          and later.as_of_date > s.as_of_date
+    )
+),
+
 final as (
     select
         -- ids
         c.customer_id,
-        %(as_of_date)s::date as as_of_date,
+        f.as_of_date,
         -- tenure
-        %(as_of_date)s::date - c.signup_date as days_since_signup,
+        f.as_of_date - c.signup_date as days_since_signup,
         -- recency
         s.last_purchase_date,
-        %(as_of_date)s::date - s.last_purchase_date as recency_days,
-        marts.recency_bucket(%(as_of_date)s::date - s.last_purchase_date) as recency_bucket,
+        f.as_of_date - s.last_purchase_date as recency_days,
+        marts.recency_bucket(f.as_of_date - s.last_purchase_date) as recency_bucket,
         s.last_session_date,
-        %(as_of_date)s::date - s.last_session_date as days_since_last_session,
+        f.as_of_date - s.last_session_date as days_since_last_session,
         -- frequency and money
         coalesce(s.frequency, 0) as frequency,
         coalesce(s.monetary, 0) as monetary,
@@ -90,12 +105,15 @@ final as (
         round(s.weekend_sessions::numeric / nullif(s.sessions_count, 0), 4)
             as weekend_session_share,
         -- calendar of the as-of date
-        extract(month from %(as_of_date)s::date)::integer as as_of_month,
-        extract(quarter from %(as_of_date)s::date)::integer as as_of_quarter,
-        extract(month from %(as_of_date)s::date) in (11, 12) as is_holiday_season,
-        marts.season(%(as_of_date)s::date) as season
-    from customers as c
-    left join state as s on s.customer_id = c.customer_id
+        extract(month from f.as_of_date)::integer as as_of_month,
+        extract(quarter from f.as_of_date)::integer as as_of_quarter,
+        extract(month from f.as_of_date) in (11, 12) as is_holiday_season,
+        marts.season(f.as_of_date) as season
+    from marts.feature_snapshots as f
+    join customers as c on c.signup_date <= f.as_of_date
+    left join state as s
+        on s.snapshot_date = f.as_of_date
+        and s.customer_id = c.customer_id
 )
 
 select * from final
