@@ -49,6 +49,11 @@ FEATURE_VIEWS = (
 RETIRED_VIEWS = (("intermediate", "int_session_events_aggregated"),)
 # Days after D over which churn is observed for the training label.
 CHURN_HORIZON_DAYS = 90
+# The most state versions a snapshot's chain may hold (its full build and the roll-forwards
+# after it) before "auto" builds in full again: a read looks for each customer's latest
+# version in every partition of the chain, so an endless chain would slow every read and
+# every roll-forward day by day. 8 = a weekly full build under daily refreshes.
+MAX_CHAIN_VERSIONS = 8
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,8 @@ def refresh_features(
     mode "full" rebuilds it; "incremental" rolls the latest earlier snapshot forward; "auto"
     rolls forward when there is an earlier snapshot P and the new data starts after P
     (`earliest_new_activity` > P, as the ingestion's asset events report), and rebuilds
-    otherwise: late data dated on or before P, or nothing known about the new data.
+    otherwise: late data dated on or before P, nothing known about the new data, or P's
+    chain already holding MAX_CHAIN_VERSIONS state versions.
     """
     if mode == "full":
         return build_features(conn, as_of)
@@ -224,9 +230,13 @@ def refresh_features(
     if mode != "auto":
         raise ValueError(f"mode must be auto, full or incremental, not {mode!r}")
     ensure_feature_models(conn)
-    earlier = [d for d in snapshot_dates(conn) if d < as_of]
+    bases = _base_dates(conn)
+    earlier = sorted(d for d in bases if d < as_of)
     if earlier and earliest_new_activity is not None and earliest_new_activity > earlier[-1]:
-        return roll_forward_features(conn, as_of, earlier[-1])
+        previous = earlier[-1]
+        chain = [v for v in state_dates(conn) if bases[previous] <= v <= previous]
+        if len(chain) < MAX_CHAIN_VERSIONS:
+            return roll_forward_features(conn, as_of, previous)
     return build_features(conn, as_of)
 
 

@@ -99,6 +99,27 @@ def test_auto_rebuilds_when_late_data_reaches_an_earlier_snapshot(generated, dat
 
 
 @pytest.mark.integration
+def test_auto_builds_in_full_once_the_chain_is_as_long_as_allowed(
+    generated, database_url, monkeypatch
+):
+    monkeypatch.setattr(features, "MAX_CHAIN_VERSIONS", 3)
+    load(database_url, generated)
+    first = date(2023, 9, 1)
+    with connect(database_url) as conn:
+        features.build_features(conn, first)
+        modes = [
+            features.refresh_features(conn, day, "auto", day).mode
+            for day in (first + timedelta(days=n) for n in range(1, 5))
+        ]
+    # the full build and two roll-forwards make a chain of 3; the next day starts a new one
+    assert modes == ["incremental", "incremental", "full", "incremental"]
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select as_of_date, base_date from marts.feature_snapshots order by 1")
+        bases = dict(cur.fetchall())
+    assert bases[first + timedelta(days=4)] == first + timedelta(days=3)
+
+
+@pytest.mark.integration
 def test_data_after_the_as_of_date_changes_no_feature(
     generated, database_url, tmp_path, split_files
 ):
