@@ -44,9 +44,13 @@ create unlogged table if not exists raw.batch_files (
     primary key (source, file_name)
 );
 
--- staging: typed rows of the current batch (unlogged: rebuilt from the files on any rerun)
+-- staging: typed rows of the current batch (unlogged: rebuilt from the files on any rerun).
+-- Ids compare byte by byte (collate "C"): the database's C.UTF-8 collation orders the same
+-- way (by code point) but calls strcoll for every comparison, which made the sorts over the
+-- keys (the duplicate check's unique index, Great Expectations' uniqueness window) 1.5 to 3
+-- times slower. Equality is the same in both.
 create unlogged table if not exists staging.customers (
-    customer_id          text    not null,
+    customer_id          text collate "C" not null,
     age                  integer,
     gender               text,
     location             text,
@@ -57,8 +61,8 @@ create unlogged table if not exists staging.customers (
 );
 
 create unlogged table if not exists staging.sessions (
-    session_id           text           not null,
-    customer_id          text           not null,
+    session_id           text collate "C" not null,
+    customer_id          text collate "C" not null,
     session_started_at   timestamp      not null,
     session_date         date           not null,
     product_viewed       text,
@@ -69,13 +73,13 @@ create unlogged table if not exists staging.sessions (
     added_to_cart        boolean,
     discount_amount      numeric(14,2),
     device               text,
-    campaign_id          text,
+    campaign_id          text collate "C",
     _file                text           not null,
     _row_number          bigint         not null
 );
 
 create unlogged table if not exists staging.products (
-    product_id    text  not null,
+    product_id    text collate "C" not null,
     product_name  text,
     category      text,
     price         numeric(14,2),
@@ -84,19 +88,19 @@ create unlogged table if not exists staging.products (
 );
 
 create unlogged table if not exists staging.events (
-    event_id     text       not null,
-    session_id   text       not null,
-    customer_id  text       not null,
+    event_id     text collate "C" not null,
+    session_id   text collate "C" not null,
+    customer_id  text collate "C" not null,
     event_time   timestamp  not null,
     event_type   text       not null,
-    product_id   text       not null,
+    product_id   text collate "C" not null,
     price        numeric(14,2),
     _file        text       not null,
     _row_number  bigint     not null
 );
 
 create unlogged table if not exists staging.campaigns (
-    campaign_id  text  not null,
+    campaign_id  text collate "C" not null,
     name         text,
     channel      text,
     start_date   date  not null,
@@ -104,6 +108,30 @@ create unlogged table if not exists staging.campaigns (
     _file        text   not null,
     _row_number  bigint not null
 );
+
+-- Staging tables created before the ids were declared collate "C" keep their columns: convert
+-- them (once; staging holds one batch and nothing depends on it).
+do $$
+declare
+    id_column record;
+begin
+    for id_column in
+        select a.attrelid::regclass as table_name, a.attname as column_name
+        from pg_attribute a
+        join pg_class c on c.oid = a.attrelid
+        where c.relnamespace = 'staging'::regnamespace
+          and c.relkind = 'r'
+          and a.attname in ('customer_id', 'session_id', 'event_id', 'product_id', 'campaign_id')
+          and not a.attisdropped
+          and a.attcollation <> 'pg_catalog."C"'::regcollation
+    loop
+        execute format(
+            'alter table %s alter column %I type text collate "C"',
+            id_column.table_name, id_column.column_name
+        );
+    end loop;
+end
+$$;
 
 -- core: one row per business key; re-ingesting a file updates rows in place
 create table if not exists core.customers (
