@@ -65,6 +65,9 @@ def ensure_feature_models(conn) -> None:
     """Create (or replace) the staging and intermediate views, the shared SQL functions and
     the partitioned marts.customer_features table."""
     with conn.cursor() as cur:
+        # warehouse.sql first (idempotent): it gives an older core the ids in "C" that
+        # features.sql gives the feature tables, should no ingestion have run since
+        cur.execute(_sql("ddl/warehouse.sql"))
         cur.execute(_sql("ddl/features.sql"))
         cur.execute("create schema if not exists staging")
         for schema, name in RETIRED_VIEWS + tuple(reversed(FEATURE_VIEWS)):

@@ -101,8 +101,8 @@ $$;
 -- for a full build, the changed customers for a roll-forward); a customer's state at D is
 -- their latest version on or before D. Columns named as the features they feed.
 create table if not exists intermediate.int_customer_feature_state (
-    -- ids
-    customer_id                    text    not null,
+    -- ids ("C", as core's: partitions are filled from core and must match to attach)
+    customer_id                    text    collate "C" not null,
     as_of_date                     date    not null,
     -- frequency and money (all-time, up to as_of_date)
     sessions_count                 bigint  not null,
@@ -149,3 +149,13 @@ create table if not exists intermediate.int_customer_feature_state (
     sessions_with_cart_event       bigint  not null,
     primary key (customer_id, as_of_date)
 ) partition by list (as_of_date);
+
+-- Stores created before core's ids were collate "C" (warehouse.sql converts core): their
+-- customer_id too, partitions included, or the next partition built from core cannot attach.
+select core.collate_ids_in_c(t.table_name)
+from (
+    values
+        (to_regclass('intermediate.int_customer_feature_state')),
+        (to_regclass('marts.customer_features'))
+) as t (table_name)
+where t.table_name is not null;
