@@ -204,6 +204,9 @@ begin
         execute format(
             'alter table %s alter column %I type text collate "C"', table_name, id_column
         );
+        -- the conversion drops the column's statistics: without them the row rules' parent
+        -- lookups were planned as merge joins over sorts of every row spilled to disk
+        execute format('analyze %s', table_name);
     end loop;
 end
 $$;
