@@ -45,20 +45,26 @@ BENCH_DAYS = 730
 BENCH_SEED = 42
 MARK_BEGIN = "<!-- bench:begin -->"
 MARK_END = "<!-- bench:end -->"
-# Typed copies of the core tables for the bare-COPY reference: (file, table, columns).
+# Typed copies of the core tables for the bare-COPY reference: (file, table, columns), with
+# the ids in "C" as in core.
 COPY_TARGETS = {
-    "customers": "customer_id text primary key, age integer, gender text, location text, "
-    "signup_date date not null, acquisition_channel text",
-    "products": "product_id text primary key, product_name text, category text, "
-    "price numeric(14,2)",
-    "campaigns": "campaign_id text primary key, name text, channel text, start_date date, "
-    "end_date date",
-    "sessions": "session_id text primary key, customer_id text not null, session_date timestamp, "
-    "product_viewed text, browsing_time_sec double precision, purchase_made boolean, "
-    "purchase_amount numeric(14,2), pages_viewed integer, added_to_cart boolean, "
-    "discount_amount numeric(14,2), device text, campaign_id text",
-    "events": "event_id text primary key, session_id text not null, customer_id text not null, "
-    "event_time timestamp, event_type text, product_id text, price numeric(14,2)",
+    name: columns.format(id='text collate "C"')
+    for name, columns in {
+        "customers": "customer_id {id} primary key, age integer, gender text, location text, "
+        "signup_date date not null, acquisition_channel text",
+        "products": "product_id {id} primary key, product_name text, category text, "
+        "price numeric(14,2)",
+        "campaigns": "campaign_id {id} primary key, name text, channel text, start_date date, "
+        "end_date date",
+        "sessions": "session_id {id} primary key, customer_id {id} not null, "
+        "session_date timestamp, product_viewed text, browsing_time_sec double precision, "
+        "purchase_made boolean, purchase_amount numeric(14,2), pages_viewed integer, "
+        "added_to_cart boolean, "
+        "discount_amount numeric(14,2), device text, campaign_id {id}",
+        "events": "event_id {id} primary key, session_id {id} not null, "
+        "customer_id {id} not null, event_time timestamp, event_type text, product_id {id}, "
+        "price numeric(14,2)",
+    }.items()
 }
 # core's secondary indexes, rebuilt on the reference tables
 COPY_INDEXES = {

@@ -77,6 +77,9 @@ def ensure_feature_models(conn) -> None:
     partition per snapshot, is migrated: the table is dropped and each of its dates is
     rebuilt in full, so that the same dates keep a snapshot."""
     with conn.cursor() as cur:
+        # warehouse.sql first (idempotent): it gives an older core the ids in "C" that
+        # features.sql gives the feature tables, should no ingestion have run since
+        cur.execute(_sql("ddl/warehouse.sql"))
         cur.execute(_sql("ddl/features.sql"))
         cur.execute("create schema if not exists staging")
         for schema, name in RETIRED_VIEWS + tuple(reversed(FEATURE_VIEWS)):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2.errors
 import pytest
 
 from ecom_insights import ingest
@@ -500,3 +501,47 @@ def test_duplicates_across_files_keep_the_first_by_file_name_then_row(database_u
             "where session_id in ('S1', 'S6', 'S7') order by session_id"
         )
         assert cur.fetchall() == [("S1", "C1", 120), ("S6", "C1", 1), ("S7", "C3", 3)]
+
+
+@pytest.mark.integration
+def test_an_older_warehouse_gets_its_ids_in_c_and_keeps_its_rows_and_keys(database_url):
+    with connect(database_url) as conn, conn.cursor() as cur:
+        # core as created before the ids were declared collate "C", with a view over it
+        cur.execute(
+            "create schema core; "
+            "create table core.sessions (session_id text primary key, "
+            "customer_id text not null, session_date date not null); "
+            "create index sessions_customer_date_idx on core.sessions (customer_id, session_date); "
+            "insert into core.sessions values "
+            "('S2', 'C1', '2024-01-02'), ('S1', 'C2', '2024-01-01'); "
+            "create view core.sessions_per_customer as "
+            "select customer_id, count(*) from core.sessions group by customer_id"
+        )
+    for _ in range(2):  # the conversion happens once; the second run finds nothing to do
+        with connect(database_url) as conn:
+            ingest.ensure_schema(conn)
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select a.attname, a.attcollation::regcollation::text from pg_attribute a "
+            "where a.attrelid = 'core.sessions'::regclass and a.attname like '%\\_id' "
+            "order by a.attname"
+        )
+        assert cur.fetchall() == [("customer_id", '"C"'), ("session_id", '"C"')]
+        cur.execute("select session_id from core.sessions order by session_id")
+        assert cur.fetchall() == [("S1",), ("S2",)]
+        # analyzed again: the conversion drops the columns' statistics, which the planner needs
+        cur.execute(
+            "select count(*) from pg_stats "
+            "where schemaname = 'core' and tablename = 'sessions' and attname = 'customer_id'"
+        )
+        assert cur.fetchone()[0] == 1
+        cur.execute("select to_regclass('core.sessions_per_customer')")
+        assert cur.fetchone()[0] is None  # dropped for its owner to create again
+        cur.execute(
+            "select indexrelid::regclass::text from pg_index "
+            "where indrelid = 'core.sessions'::regclass"
+        )
+        indexes = {row[0] for row in cur.fetchall()}
+        assert {"core.sessions_pkey", "core.sessions_customer_date_idx"} <= indexes
+        with pytest.raises(psycopg2.errors.UniqueViolation):
+            cur.execute("insert into core.sessions values ('S1', 'C3', '2024-01-03')")

@@ -101,8 +101,8 @@ $$;
 -- for a full build, the changed customers for a roll-forward); a customer's state at D is
 -- their latest version on or before D. Columns named as the features they feed.
 create table if not exists intermediate.int_customer_feature_state (
-    -- ids
-    customer_id                    text    not null,
+    -- ids ("C", as core's: partitions are filled from core and must match to attach)
+    customer_id                    text    collate "C" not null,
     as_of_date                     date    not null,
     -- frequency and money (all-time, up to as_of_date)
     sessions_count                 bigint  not null,
@@ -164,3 +164,9 @@ create table if not exists marts.feature_snapshots (
     recomputed_customers  integer     not null,
     built_at              timestamptz not null default now()
 );
+
+-- A state table created before core's ids were collate "C" (warehouse.sql converts core):
+-- its customer_id too, partitions included, or the next partition built from core cannot
+-- attach. (The marts.customer_features view that reads it is recreated by the feature code;
+-- an older snapshot table of that name is dropped and rebuilt by the migration there.)
+select core.collate_ids_in_c(to_regclass('intermediate.int_customer_feature_state'));
