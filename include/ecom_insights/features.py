@@ -91,6 +91,8 @@ def ensure_feature_models(conn) -> None:
             cur.execute(
                 sql.SQL("create view {} as {}").format(sql.Identifier(schema, name), sql.SQL(query))
             )
+        # the sessions' one-pass totals, which both state queries call: over the views above
+        cur.execute(_sql("ddl/feature_session_totals.sql"))
         cur.execute(
             "select relkind from pg_class where oid = to_regclass('marts.customer_features')"
         )

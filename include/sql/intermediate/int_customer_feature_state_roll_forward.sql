@@ -21,18 +21,11 @@ changed as materialized (
 ),
 
 new_sessions as materialized (
+    -- the new sessions' categories (their counts and sums come from session_totals)
     select
         customer_id,
-        session_date,
         purchase_made,
-        purchase_amount,
-        browsing_time_sec,
-        pages_viewed,
-        added_to_cart,
-        discount_amount,
-        product_category,
-        session_hour,
-        session_weekday
+        product_category
     -- every customer with a session in (P, D] is a changed customer
     from intermediate.int_sessions_enriched
     where session_date > %(previous_date)s::date
@@ -73,62 +66,12 @@ category_ranks as (
 
 -- logic
 session_totals as (
-    select
-        customer_id,
-        -- frequency and money
-        count(*) as sessions_count,
-        count(*) filter (where purchase_made) as frequency,
-        coalesce(sum(purchase_amount) filter (where purchase_made), 0) as monetary,
-        max(session_date) filter (where purchase_made) as last_purchase_date,
-        max(session_date) as last_session_date,
-        -- totals behind the averages
-        coalesce(sum(browsing_time_sec), 0) as browsing_time_sec_sum,
-        count(browsing_time_sec) as browsing_time_sec_known,
-        coalesce(sum(pages_viewed), 0) as pages_viewed_sum,
-        count(pages_viewed) as pages_viewed_known,
-        coalesce(sum(added_to_cart::integer), 0) as added_to_cart_sum,
-        count(added_to_cart) as added_to_cart_known,
-        count(*) filter (where purchase_made and discount_amount > 0) as purchases_with_discount,
-        count(discount_amount) filter (where purchase_made) as purchases_with_discount_known,
-        count(*) filter (where session_weekday >= 6) as weekend_sessions,
-        -- sessions per hour (element h + 1 for hour h) and per ISO weekday (element d)
-        array[
-            count(*) filter (where session_hour = 0),
-            count(*) filter (where session_hour = 1),
-            count(*) filter (where session_hour = 2),
-            count(*) filter (where session_hour = 3),
-            count(*) filter (where session_hour = 4),
-            count(*) filter (where session_hour = 5),
-            count(*) filter (where session_hour = 6),
-            count(*) filter (where session_hour = 7),
-            count(*) filter (where session_hour = 8),
-            count(*) filter (where session_hour = 9),
-            count(*) filter (where session_hour = 10),
-            count(*) filter (where session_hour = 11),
-            count(*) filter (where session_hour = 12),
-            count(*) filter (where session_hour = 13),
-            count(*) filter (where session_hour = 14),
-            count(*) filter (where session_hour = 15),
-            count(*) filter (where session_hour = 16),
-            count(*) filter (where session_hour = 17),
-            count(*) filter (where session_hour = 18),
-            count(*) filter (where session_hour = 19),
-            count(*) filter (where session_hour = 20),
-            count(*) filter (where session_hour = 21),
-            count(*) filter (where session_hour = 22),
-            count(*) filter (where session_hour = 23)
-        ] as hour_sessions,
-        array[
-            count(*) filter (where session_weekday = 1),
-            count(*) filter (where session_weekday = 2),
-            count(*) filter (where session_weekday = 3),
-            count(*) filter (where session_weekday = 4),
-            count(*) filter (where session_weekday = 5),
-            count(*) filter (where session_weekday = 6),
-            count(*) filter (where session_weekday = 7)
-        ] as weekday_sessions
-    from new_sessions
-    group by customer_id
+    -- the new days' counts and sums in one pass (ddl/feature_session_totals.sql); its
+    -- trailing windows are those of the new sessions alone, which window_moves accounts for
+    select *
+    from intermediate.int_customer_session_totals(
+        %(previous_date)s::date, %(as_of_date)s::date
+    )
 ),
 
 window_moves as (
