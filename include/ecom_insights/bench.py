@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(
     customers: int, data: Path, home: Path, *, peers: bool, ingestion_only: bool = False
 ) -> dict:
-    from ecom_insights import features, ingest, warehouse
+    from ecom_insights import ingest, warehouse
     from ecom_insights.generate import generate_dataset
     from ecom_insights.validation import validate_staging
 
@@ -179,40 +179,8 @@ def run(
     if ingestion_only:
         return {"seconds": timings.seconds, "ingest_total": ingest_total}
 
-    # 4. the full feature build, and its peers
-    with warehouse.connect(url) as conn:
-        last_day = features.data_end(conn)
-    with warehouse.connect(url) as conn:
-        features.ensure_feature_models(conn)
-    with warehouse.connect(url) as conn:
-        build = timings.measure(
-            "features: full build (PostgreSQL)", features.build_features, conn, last_day
-        )
-    peer_memory = {}
-    if peers:
-        for peer in ("pandas", "duckdb"):
-            seconds, peak_mib = run_peer(peer, data, last_day)
-            timings.seconds[f"features: {peer}"] = seconds
-            peer_memory[peer] = peak_mib
-            print(
-                f"bench: features: {peer:<30} {seconds:8.1f} s, peak {peak_mib:,.0f} MiB",
-                flush=True,
-            )
-
-    # 5. a new day: roll forward from the day before, against the full build
-    with warehouse.connect(url) as conn:
-        timings.measure(
-            "features: full build of the day before",
-            features.build_features,
-            conn,
-            last_day - timedelta(days=1),
-        )
-    with warehouse.connect(url) as conn:
-        rolled = timings.measure(
-            "features: roll forward one day", features.roll_forward_features, conn, last_day
-        )
-    with warehouse.connect(url) as conn:
-        timings.measure("features: read one snapshot", read_snapshot, conn, last_day)
+    # 4 and 5: the feature store and its peers
+    last_day, build, rolled, peer_memory = measure_features(url, data, timings, peers=peers)
     with warehouse.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "select pg_size_pretty(pg_database_size(current_database())), "
@@ -254,25 +222,31 @@ def read_snapshot(conn, as_of: date) -> int:
         return rows
 
 
-def run_features_only(home: Path, data: Path, args) -> None:
-    """Steps 4 and 5 on the warehouse an earlier run loaded in `home`: prints the seconds and
-    the ratios that the report would show."""
+def measure_features(url: str, data: Path, timings: Timings, *, peers: bool):
+    """Steps 4 and 5 on the loaded warehouse at `url`, into `timings`: the full build at the
+    data's last day and its peers, then the build of the day before, the roll-forward of
+    the last day from it, and one read of the snapshot. Returns (last day, the full build,
+    the roll-forward, the peers' peak memory in MiB)."""
     from ecom_insights import features, warehouse
 
-    url = warehouse.with_database(warehouse.start_embedded_server(home / "pgdata"), "bench_ingest")
-    timings = Timings()
     with warehouse.connect(url) as conn:
         last_day = features.data_end(conn)
         features.ensure_feature_models(conn)
     with warehouse.connect(url) as conn:
-        timings.measure(
+        build = timings.measure(
             "features: full build (PostgreSQL)", features.build_features, conn, last_day
         )
-    if not args.skip_peers:
+    peer_memory = {}
+    if peers:
         for peer in ("pandas", "duckdb"):
             seconds, peak_mib = run_peer(peer, data, last_day)
             timings.seconds[f"features: {peer}"] = seconds
-            print(f"bench: features: {peer:<30} {seconds:8.1f} s, peak {peak_mib:,.0f} MiB")
+            peer_memory[peer] = peak_mib
+            print(
+                f"bench: features: {peer:<30} {seconds:8.1f} s, peak {peak_mib:,.0f} MiB",
+                flush=True,
+            )
+    # a new day: roll forward from the day before, against the full build
     with warehouse.connect(url) as conn:
         timings.measure(
             "features: full build of the day before",
@@ -286,6 +260,17 @@ def run_features_only(home: Path, data: Path, args) -> None:
         )
     with warehouse.connect(url) as conn:
         timings.measure("features: read one snapshot", read_snapshot, conn, last_day)
+    return last_day, build, rolled, peer_memory
+
+
+def run_features_only(home: Path, data: Path, args) -> None:
+    """Steps 4 and 5 on the warehouse an earlier run loaded in `home`: prints the seconds and
+    the ratios that the report would show."""
+    from ecom_insights import warehouse
+
+    url = warehouse.with_database(warehouse.start_embedded_server(home / "pgdata"), "bench_ingest")
+    timings = Timings()
+    _, _, rolled, _ = measure_features(url, data, timings, peers=not args.skip_peers)
     s = timings.seconds
     full = s["features: full build (PostgreSQL)"]
     for peer in ("pandas", "duckdb"):
