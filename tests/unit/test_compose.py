@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -411,6 +412,23 @@ def ignored_by_docker(path: str, patterns: list[str]) -> bool:
         if hit:
             ignored = not negated
     return ignored
+
+
+def test_everything_the_dockerfile_copies_is_in_the_repository():
+    """A fresh clone has only what git tracks: an empty or untracked folder that the Dockerfile
+    copies exists in a work copy and breaks the image build everywhere else."""
+    for line in DOCKERFILE.read_text().splitlines():
+        parts = [part for part in line.split() if not part.startswith("--")]
+        if parts[:1] == ["COPY"]:
+            for source in parts[1:-1]:
+                tracked = subprocess.run(
+                    ["git", "ls-files", "--", source],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                assert tracked.strip(), f"the Dockerfile copies {source}, which git does not track"
 
 
 def test_secrets_and_local_state_stay_out_of_the_image():
