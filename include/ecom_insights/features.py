@@ -78,6 +78,7 @@ def _models_fingerprint() -> str:
         "ddl/features.sql",
         *(f"{schema}/{name}.sql" for schema, name in FEATURE_VIEWS),
         "ddl/feature_session_totals.sql",
+        "ddl/feature_window_moves.sql",
         "marts/customer_features.sql",
     ]
     digest = hashlib.sha256()
@@ -95,6 +96,8 @@ def _models_current(cur, fingerprint: str) -> bool:
         select c.relkind = 'v'
            and obj_description(c.oid, 'pg_class') = %(fingerprint)s
            and to_regprocedure('intermediate.int_customer_session_totals(date, date)')
+               is not null
+           and to_regprocedure('intermediate.int_customer_window_moves(date, date, date)')
                is not null
            and (select bool_and(to_regclass(name) is not null) from unnest(%(views)s) as name)
         from pg_class c
@@ -139,8 +142,10 @@ def ensure_feature_models(conn) -> None:
             cur.execute(
                 sql.SQL("create view {} as {}").format(sql.Identifier(schema, name), sql.SQL(query))
             )
-        # the sessions' one-pass totals, which both state queries call: over the views above
+        # the sessions' one-pass totals, which both state queries call, and the windows'
+        # moves, which the roll-forward and the mart's view call: over the views above
         cur.execute(_sql("ddl/feature_session_totals.sql"))
+        cur.execute(_sql("ddl/feature_window_moves.sql"))
         cur.execute(
             "select relkind from pg_class where oid = to_regclass('marts.customer_features')"
         )

@@ -1,12 +1,12 @@
--- intermediate.int_customer_feature_state, rolled forward: the state at D of the customers
--- whose features move between P and D, from their state at P plus the sessions and events of
--- (P, D] only. Those are the customers with new data in (P, D] and the customers with a
--- session that slides out of (or across) a trailing window between P and D; every other
--- customer's latest version holds their exact state at D already. Counts, sums and the
--- counts per value add up; the maximum dates take the later one; the modes are picked again
--- from the summed counts; the trailing windows move from those of the state at P (exact at P,
--- by the same rule) by the sessions that enter or leave them. Correct only when no data dated
--- on or before P arrived after the state at P was written. Bound parameters:
+-- intermediate.int_customer_feature_state, rolled forward: a version at D for each customer
+-- with new data in (P, D], from their latest version V in the chain of the snapshot at P plus
+-- the sessions and events of (P, D] only. Counts, sums and the counts per value add up; the
+-- maximum dates take the later one; the modes are picked again where a count moved; the
+-- trailing windows are those of V moved to D (intermediate.int_customer_window_moves) plus
+-- the new sessions'. Every other customer keeps their latest version, exact at D in all but
+-- the trailing windows, which the mart's view moves to D when it reads them. Correct only
+-- when no data dated on or before P arrived after the state at P was written. Bound
+-- parameters:
 --   as_of_date            D
 --   previous_date         P, a registered snapshot (P < D)
 --   base_date             the full build that the snapshot at P chains from (<= P)
@@ -32,24 +32,6 @@ new_sessions as materialized (
       and session_date <= %(as_of_date)s::date
 ),
 
-edge_days as (
-    -- the days that a window edge e crosses between P and D, (P - e, D - e], for e in 0, 7,
-    -- 30, 90, 120 and 365: the sessions that can enter or leave a trailing window
-    select distinct day::date as day
-    from unnest(array[0, 7, 30, 90, 120, 365]) as edge
-    cross join lateral generate_series(
-        %(previous_date)s::date - edge + 1, %(as_of_date)s::date - edge, interval '1 day'
-    ) as day
-),
-
-edge_sessions as (
-    -- of every customer (a few days of sessions), read day by day from
-    -- sessions_date_covering_idx alone (an index-only scan)
-    select customer_id, session_date, purchase_made, purchase_amount
-    from staging.stg_sessions
-    where session_date = any (array(select day from edge_days))
-),
-
 new_events as not materialized (
     select customer_id, session_id, event_type
     from staging.stg_events
@@ -67,116 +49,19 @@ category_ranks as (
 -- logic
 session_totals as (
     -- the new days' counts and sums in one pass (ddl/feature_session_totals.sql); its
-    -- trailing windows are those of the new sessions alone, which window_moves accounts for
+    -- trailing windows (at D) are those of the new sessions alone
     select *
     from intermediate.int_customer_session_totals(
         %(previous_date)s::date, %(as_of_date)s::date
     )
 ),
 
-window_moves as (
-    -- per window: the edge sessions inside it at D, minus those inside it at P (a session
-    -- inside both counts +1 - 1)
-    select
-        customer_id,
-        count(*) filter (where session_date > %(as_of_date)s::date - 7)
-        - count(*) filter (
-            where session_date > %(previous_date)s::date - 7
-              and session_date <= %(previous_date)s::date
-        ) as sessions_last_7d,
-        count(*) filter (where session_date > %(as_of_date)s::date - 30)
-        - count(*) filter (
-            where session_date > %(previous_date)s::date - 30
-              and session_date <= %(previous_date)s::date
-        ) as sessions_last_30d,
-        count(*) filter (where session_date > %(as_of_date)s::date - 90)
-        - count(*) filter (
-            where session_date > %(previous_date)s::date - 90
-              and session_date <= %(previous_date)s::date
-        ) as sessions_last_90d,
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 7)
-        - count(*) filter (
-            where purchase_made
-              and session_date > %(previous_date)s::date - 7
-              and session_date <= %(previous_date)s::date
-        ) as purchases_last_7d,
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 30)
-        - count(*) filter (
-            where purchase_made
-              and session_date > %(previous_date)s::date - 30
-              and session_date <= %(previous_date)s::date
-        ) as purchases_last_30d,
-        count(*) filter (where purchase_made and session_date > %(as_of_date)s::date - 90)
-        - count(*) filter (
-            where purchase_made
-              and session_date > %(previous_date)s::date - 90
-              and session_date <= %(previous_date)s::date
-        ) as purchases_last_90d,
-        coalesce(sum(purchase_amount) filter (
-            where purchase_made and session_date > %(as_of_date)s::date - 30
-        ), 0)
-        - coalesce(sum(purchase_amount) filter (
-            where purchase_made
-              and session_date > %(previous_date)s::date - 30
-              and session_date <= %(previous_date)s::date
-        ), 0) as monetary_last_30d,
-        coalesce(sum(purchase_amount) filter (
-            where purchase_made and session_date > %(as_of_date)s::date - 365
-        ), 0)
-        - coalesce(sum(purchase_amount) filter (
-            where purchase_made
-              and session_date > %(previous_date)s::date - 365
-              and session_date <= %(previous_date)s::date
-        ), 0) as monetary_last_365d,
-        count(*) filter (
-            where session_date > %(as_of_date)s::date - 120
-              and session_date <= %(as_of_date)s::date - 30
-        )
-        - count(*) filter (
-            where session_date > %(previous_date)s::date - 120
-              and session_date <= %(previous_date)s::date - 30
-        ) as sessions_prev_90d,
-        coalesce(sum(purchase_amount) filter (
-            where purchase_made
-              and session_date > %(as_of_date)s::date - 120
-              and session_date <= %(as_of_date)s::date - 30
-        ), 0)
-        - coalesce(sum(purchase_amount) filter (
-            where purchase_made
-              and session_date > %(previous_date)s::date - 120
-              and session_date <= %(previous_date)s::date - 30
-        ), 0) as monetary_prev_90d
-    from edge_sessions
-    group by customer_id
-),
-
-touched as materialized (
-    -- the customers who get a version at D: the changed ones, and those whose trailing
-    -- windows move (a session of theirs leaves a window, or crosses from the last 30 days
-    -- into the 90 before)
-    select customer_id from changed
-    union
-    select customer_id
-    from window_moves
-    where sessions_last_7d <> 0
-       or sessions_last_30d <> 0
-       or sessions_last_90d <> 0
-       or purchases_last_7d <> 0
-       or purchases_last_30d <> 0
-       or purchases_last_90d <> 0
-       or monetary_last_30d <> 0
-       or monetary_last_365d <> 0
-       or sessions_prev_90d <> 0
-       or monetary_prev_90d <> 0
-),
-
 base as (
-    -- each touched customer's state at P: their latest version in the chain of the snapshot
-    -- at P, [base_date, P], whose trailing windows are those at P; one backward probe of the
-    -- state's key per customer and partition (a distinct on sorted all the rows, 743 bytes
-    -- wide)
+    -- each changed customer's latest version V in the chain of the snapshot at P,
+    -- [base_date, P]: one backward probe of the state's key per customer and partition (a
+    -- distinct on sorted all the rows, 743 bytes wide)
     select s.*
-    from touched as t
+    from changed as t
     cross join lateral (
         select *
         from intermediate.int_customer_feature_state as v
@@ -187,40 +72,132 @@ base as (
     ) as s
 ),
 
--- counts per category: the base's, plus one per new session; only for the customers with a
--- new session in a category (the others keep the base's counts and modes)
+window_moves as (
+    -- every version's windows moved from its date to D; a base version's row is joined below
+    select *
+    from intermediate.int_customer_window_moves(
+        %(base_date)s::date, %(previous_date)s::date, %(as_of_date)s::date
+    )
+),
+
+new_category_counts as (
+    -- the new sessions per customer and category
+    select
+        customer_id,
+        product_category as category,
+        count(*) as sessions,
+        count(*) filter (where purchase_made) as purchases
+    from new_sessions
+    where product_category is not null
+    group by customer_id, product_category
+),
+
+customers_by_new_categories as materialized (
+    select customer_id, count(*) = 1 as has_one
+    from new_category_counts
+    group by customer_id
+),
+
+-- Counts per category and their modes, for the customers with a new session in a category
+-- (the others keep the base's). Nearly all of them have one new category: its counts are
+-- added in place in the base's arrays, and the modes are the base's or that category, the
+-- only count that moved (a tie goes to the first in byte order, as in the full build).
+one_new_category as (
+    select
+        n.customer_id,
+        case
+            when i.position is null then coalesce(b.categories, '{}') || n.category
+            else b.categories
+        end as categories,
+        case
+            when i.position is null then coalesce(b.category_sessions, '{}') || n.sessions
+            else b.category_sessions[:i.position - 1]
+                || (b.category_sessions[i.position] + n.sessions)
+                || b.category_sessions[i.position + 1:]
+        end as category_sessions,
+        case
+            when i.position is null then coalesce(b.category_purchases, '{}') || n.purchases
+            else b.category_purchases[:i.position - 1]
+                || (b.category_purchases[i.position] + n.purchases)
+                || b.category_purchases[i.position + 1:]
+        end as category_purchases,
+        case
+            when b.top_category is null or b.top_category = n.category then n.category
+            when (coalesce(b.category_sessions[i.position], 0) + n.sessions,
+                  b.top_category collate "C")
+                > (b.category_sessions[array_position(b.categories, b.top_category)],
+                   n.category collate "C")
+                then n.category
+            else b.top_category
+        end as top_category,
+        case
+            when n.purchases = 0 then b.favourite_category
+            when b.favourite_category is null or b.favourite_category = n.category
+                then n.category
+            when (coalesce(b.category_purchases[i.position], 0) + n.purchases,
+                  b.favourite_category collate "C")
+                > (b.category_purchases[array_position(b.categories, b.favourite_category)],
+                   n.category collate "C")
+                then n.category
+            else b.favourite_category
+        end as favourite_category
+    from new_category_counts as n
+    join customers_by_new_categories as k on k.customer_id = n.customer_id and k.has_one
+    left join base as b on b.customer_id = n.customer_id
+    cross join lateral (select array_position(b.categories, n.category) as position) as i
+),
+
+-- several new categories: the base's counts unnested and added up with the new ones
 category_counts as (
     select customer_id, category, sum(sessions)::bigint as sessions,
         sum(purchases)::bigint as purchases
     from (
         select b.customer_id, v.category, v.sessions, v.purchases
         from base as b
+        join customers_by_new_categories as k on k.customer_id = b.customer_id
         cross join lateral unnest(b.categories, b.category_sessions, b.category_purchases)
             as v (category, sessions, purchases)
-        where b.customer_id in (
-            select customer_id from new_sessions where product_category is not null
-        )
+        where not k.has_one
         union all
-        select customer_id, product_category, 1, purchase_made::integer
-        from new_sessions
-        where product_category is not null
+        select n.customer_id, n.category, n.sessions, n.purchases
+        from new_category_counts as n
+        join customers_by_new_categories as k on k.customer_id = n.customer_id
+        where not k.has_one
     ) as counts
     group by customer_id, category
 ),
 
--- the modes of the categories, as in the full build (int_customer_feature_state.sql)
-categories as (
+several_new_categories as (
+    -- the modes as in the full build (int_customer_feature_state.sql)
     select
         c.customer_id,
-        array_agg(c.category) as categories,
-        array_agg(c.sessions) as category_sessions,
-        array_agg(c.purchases) as category_purchases,
-        -(max(array[c.sessions, -r.category_rank]))[2] as top_category_rank,
-        -(max(array[c.purchases, -r.category_rank]) filter (where c.purchases > 0))[2]
-            as favourite_category_rank
-    from category_counts as c
-    join category_ranks as r on r.category = c.category
-    group by c.customer_id
+        c.categories,
+        c.category_sessions,
+        c.category_purchases,
+        top_rank.category as top_category,
+        favourite_rank.category as favourite_category
+    from (
+        select
+            c.customer_id,
+            array_agg(c.category) as categories,
+            array_agg(c.sessions) as category_sessions,
+            array_agg(c.purchases) as category_purchases,
+            -(max(array[c.sessions, -r.category_rank]))[2] as top_category_rank,
+            -(max(array[c.purchases, -r.category_rank]) filter (where c.purchases > 0))[2]
+                as favourite_category_rank
+        from category_counts as c
+        join category_ranks as r on r.category = c.category
+        group by c.customer_id
+    ) as c
+    left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
+    left join category_ranks as favourite_rank
+        on favourite_rank.category_rank = c.favourite_category_rank
+),
+
+categories as (
+    select * from one_new_category
+    union all
+    select * from several_new_categories
 ),
 
 event_totals as (
@@ -257,7 +234,7 @@ customers as (
     union
     select customer_id from event_totals
     union
-    select customer_id from base where customer_id in (select customer_id from changed)
+    select customer_id from base
 ),
 
 habits as materialized (
@@ -272,8 +249,8 @@ habits as materialized (
     left join base as b on b.customer_id = s.customer_id
 ),
 
-rolled_changed as (
-    -- the changed customers: their state at P plus the new data
+rolled as (
+    -- the changed customers: their latest version plus the new data
     select
         -- ids
         k.customer_id,
@@ -301,27 +278,28 @@ rolled_changed as (
         coalesce(b.purchases_with_discount_known, 0)
             + coalesce(s.purchases_with_discount_known, 0) as purchases_with_discount_known,
         coalesce(b.weekend_sessions, 0) + coalesce(s.weekend_sessions, 0) as weekend_sessions,
-        -- trailing windows
+        -- trailing windows: the base version's, moved from its date to D, plus the new
+        -- sessions'
         coalesce(b.sessions_last_7d, 0) + coalesce(w.sessions_last_7d, 0)
-            as sessions_last_7d,
+            + coalesce(s.sessions_last_7d, 0) as sessions_last_7d,
         coalesce(b.sessions_last_30d, 0) + coalesce(w.sessions_last_30d, 0)
-            as sessions_last_30d,
+            + coalesce(s.sessions_last_30d, 0) as sessions_last_30d,
         coalesce(b.sessions_last_90d, 0) + coalesce(w.sessions_last_90d, 0)
-            as sessions_last_90d,
+            + coalesce(s.sessions_last_90d, 0) as sessions_last_90d,
         coalesce(b.purchases_last_7d, 0) + coalesce(w.purchases_last_7d, 0)
-            as purchases_last_7d,
+            + coalesce(s.purchases_last_7d, 0) as purchases_last_7d,
         coalesce(b.purchases_last_30d, 0) + coalesce(w.purchases_last_30d, 0)
-            as purchases_last_30d,
+            + coalesce(s.purchases_last_30d, 0) as purchases_last_30d,
         coalesce(b.purchases_last_90d, 0) + coalesce(w.purchases_last_90d, 0)
-            as purchases_last_90d,
+            + coalesce(s.purchases_last_90d, 0) as purchases_last_90d,
         coalesce(b.monetary_last_30d, 0) + coalesce(w.monetary_last_30d, 0)
-            as monetary_last_30d,
+            + coalesce(s.monetary_last_30d, 0) as monetary_last_30d,
         coalesce(b.monetary_last_365d, 0) + coalesce(w.monetary_last_365d, 0)
-            as monetary_last_365d,
+            + coalesce(s.monetary_last_365d, 0) as monetary_last_365d,
         coalesce(b.sessions_prev_90d, 0) + coalesce(w.sessions_prev_90d, 0)
-            as sessions_prev_90d,
+            + coalesce(s.sessions_prev_90d, 0) as sessions_prev_90d,
         coalesce(b.monetary_prev_90d, 0) + coalesce(w.monetary_prev_90d, 0)
-            as monetary_prev_90d,
+            + coalesce(s.monetary_prev_90d, 0) as monetary_prev_90d,
         -- sessions per value
         case when c.customer_id is null then b.categories else c.categories end as categories,
         case
@@ -335,9 +313,9 @@ rolled_changed as (
         case when hb.customer_id is null then b.weekday_sessions else hb.weekday_sessions end
             as weekday_sessions,
         -- the modes
-        case when c.customer_id is null then b.top_category else top_rank.category end
+        case when c.customer_id is null then b.top_category else c.top_category end
             as top_category,
-        case when c.customer_id is null then b.favourite_category else favourite_rank.category end
+        case when c.customer_id is null then b.favourite_category else c.favourite_category end
             as favourite_category,
         case
             when hb.customer_id is null then b.favourite_hour
@@ -355,70 +333,17 @@ rolled_changed as (
     from customers as k
     left join base as b on b.customer_id = k.customer_id
     left join session_totals as s on s.customer_id = k.customer_id
-    left join window_moves as w on w.customer_id = k.customer_id
+    left join window_moves as w
+        on w.customer_id = b.customer_id
+        and w.version_date = b.as_of_date
     left join categories as c on c.customer_id = k.customer_id
-    left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
-    left join category_ranks as favourite_rank
-        on favourite_rank.category_rank = c.favourite_category_rank
     left join habits as hb on hb.customer_id = k.customer_id
     left join event_totals as e on e.customer_id = k.customer_id
     left join new_cart_sessions as cs on cs.customer_id = k.customer_id
 ),
 
-rolled_windows as (
-    -- the customers whose trailing windows move but who have no new data: their state at P
-    -- with the windows moved
-    select
-        b.customer_id,
-        %(as_of_date)s::date as as_of_date,
-        -- all-time: as at P
-        b.sessions_count,
-        b.frequency,
-        b.monetary,
-        b.last_purchase_date,
-        b.last_session_date,
-        b.browsing_time_sec_sum,
-        b.browsing_time_sec_known,
-        b.pages_viewed_sum,
-        b.pages_viewed_known,
-        b.added_to_cart_sum,
-        b.added_to_cart_known,
-        b.purchases_with_discount,
-        b.purchases_with_discount_known,
-        b.weekend_sessions,
-        -- trailing windows: those at P, moved
-        b.sessions_last_7d + w.sessions_last_7d as sessions_last_7d,
-        b.sessions_last_30d + w.sessions_last_30d as sessions_last_30d,
-        b.sessions_last_90d + w.sessions_last_90d as sessions_last_90d,
-        b.purchases_last_7d + w.purchases_last_7d as purchases_last_7d,
-        b.purchases_last_30d + w.purchases_last_30d as purchases_last_30d,
-        b.purchases_last_90d + w.purchases_last_90d as purchases_last_90d,
-        b.monetary_last_30d + w.monetary_last_30d as monetary_last_30d,
-        b.monetary_last_365d + w.monetary_last_365d as monetary_last_365d,
-        b.sessions_prev_90d + w.sessions_prev_90d as sessions_prev_90d,
-        b.monetary_prev_90d + w.monetary_prev_90d as monetary_prev_90d,
-        -- counts per value, modes and events: as at P
-        b.categories,
-        b.category_sessions,
-        b.category_purchases,
-        b.hour_sessions,
-        b.weekday_sessions,
-        b.top_category,
-        b.favourite_category,
-        b.favourite_hour,
-        b.favourite_weekday,
-        b.events,
-        b.view_events,
-        b.sessions_with_cart_event
-    from base as b
-    join window_moves as w on w.customer_id = b.customer_id
-    where not exists (select from changed as c where c.customer_id = b.customer_id)
-),
-
 final as (
-    select * from rolled_changed
-    union all
-    select * from rolled_windows
+    select * from rolled
 )
 
 select * from final

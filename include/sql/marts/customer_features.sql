@@ -1,12 +1,14 @@
 -- marts.customer_features (a view): for every registered snapshot D (marts.feature_snapshots),
 -- one row per customer signed up on or before D, computed from data up to the end of D only
 -- (point in time). Definitions and NULL rules: docs/features.md. The features are read off
--- each customer's additive state at D (intermediate.int_customer_feature_state: counts,
--- sums, windows and modes): their latest state version in [base_date, D], which holds exact
--- all-time and trailing-window values at D (a roll-forward writes a version for every
--- customer whose values move). What depends on D itself (tenure, recency, the calendar) is
--- computed here, at read time. Read one snapshot with `where as_of_date = D`: the filter
--- reaches the registry and, through it, prunes the state's partitions at run time.
+-- each customer's additive state (intermediate.int_customer_feature_state: counts, sums,
+-- windows and modes): their latest state version V in [base_date, D], which holds exact
+-- all-time values at D (a roll-forward writes a version for every customer with new data)
+-- and the trailing windows at V, moved here to D by the sessions that cross a window edge
+-- in between (intermediate.int_customer_window_moves). What depends on D itself (tenure,
+-- recency, the calendar) is computed here, at read time. Read one snapshot with
+-- `where as_of_date = D`: the filter reaches the registry and, through it, prunes the state's
+-- partitions at run time.
 
 with
 
@@ -41,6 +43,17 @@ state as (
     )
 ),
 
+moves as (
+    -- the latest versions' windows moved from their date V to the snapshot's date D (a full
+    -- build's snapshot has every version at D: nothing to move)
+    select f.as_of_date as snapshot_date, m.*
+    from marts.feature_snapshots as f
+    cross join lateral intermediate.int_customer_window_moves(
+        f.base_date, f.as_of_date - 1, f.as_of_date
+    ) as m
+    where f.base_date < f.as_of_date
+),
+
 final as (
     select
         -- ids
@@ -63,20 +76,26 @@ final as (
         round(s.browsing_time_sec_sum / nullif(s.browsing_time_sec_known, 0), 4)
             as avg_session_duration_sec,
         round(s.frequency::numeric / nullif(s.sessions_count, 0), 4) as purchase_rate,
-        -- trailing windows
-        coalesce(s.sessions_last_7d, 0) as sessions_last_7d,
-        coalesce(s.sessions_last_30d, 0) as sessions_last_30d,
-        coalesce(s.sessions_last_90d, 0) as sessions_last_90d,
-        coalesce(s.purchases_last_7d, 0) as purchases_last_7d,
-        coalesce(s.purchases_last_30d, 0) as purchases_last_30d,
-        coalesce(s.purchases_last_90d, 0) as purchases_last_90d,
-        coalesce(s.monetary_last_30d, 0) as monetary_last_30d,
-        coalesce(s.monetary_last_365d, 0) as cltv_proxy_365d,
-        coalesce(s.sessions_prev_90d, 0) as sessions_prev_90d,
-        coalesce(s.monetary_prev_90d, 0) as monetary_prev_90d,
+        -- trailing windows: those at V plus their moves to D
+        coalesce(s.sessions_last_7d + coalesce(m.sessions_last_7d, 0), 0) as sessions_last_7d,
+        coalesce(s.sessions_last_30d + coalesce(m.sessions_last_30d, 0), 0) as sessions_last_30d,
+        coalesce(s.sessions_last_90d + coalesce(m.sessions_last_90d, 0), 0) as sessions_last_90d,
+        coalesce(s.purchases_last_7d + coalesce(m.purchases_last_7d, 0), 0) as purchases_last_7d,
+        coalesce(s.purchases_last_30d + coalesce(m.purchases_last_30d, 0), 0) as purchases_last_30d,
+        coalesce(s.purchases_last_90d + coalesce(m.purchases_last_90d, 0), 0) as purchases_last_90d,
+        coalesce(s.monetary_last_30d + coalesce(m.monetary_last_30d, 0), 0) as monetary_last_30d,
+        coalesce(s.monetary_last_365d + coalesce(m.monetary_last_365d, 0), 0) as cltv_proxy_365d,
+        coalesce(s.sessions_prev_90d + coalesce(m.sessions_prev_90d, 0), 0) as sessions_prev_90d,
+        coalesce(s.monetary_prev_90d + coalesce(m.monetary_prev_90d, 0), 0) as monetary_prev_90d,
         -- trends: the last 30 days against the monthly average of the 90 before
-        marts.trend_ratio(s.sessions_last_30d, s.sessions_prev_90d) as sessions_trend_30d,
-        marts.trend_ratio(s.monetary_last_30d, s.monetary_prev_90d) as monetary_trend_30d,
+        marts.trend_ratio(
+            s.sessions_last_30d + coalesce(m.sessions_last_30d, 0),
+            s.sessions_prev_90d + coalesce(m.sessions_prev_90d, 0)
+        ) as sessions_trend_30d,
+        marts.trend_ratio(
+            s.monetary_last_30d + coalesce(m.monetary_last_30d, 0),
+            s.monetary_prev_90d + coalesce(m.monetary_prev_90d, 0)
+        ) as monetary_trend_30d,
         -- engagement
         round(s.pages_viewed_sum::numeric / nullif(s.pages_viewed_known, 0), 4)
             as avg_pages_per_session,
@@ -114,6 +133,10 @@ final as (
     left join state as s
         on s.snapshot_date = f.as_of_date
         and s.customer_id = c.customer_id
+    left join moves as m
+        on m.snapshot_date = f.as_of_date
+        and m.customer_id = s.customer_id
+        and m.version_date = s.as_of_date
 )
 
 select * from final
