@@ -55,6 +55,11 @@ CHURN_HORIZON_DAYS = 90
 # version in every partition of the chain, so an endless chain would slow every read and
 # every roll-forward day by day. 8 = a weekly full build under daily refreshes.
 MAX_CHAIN_VERSIONS = 8
+# The most days a snapshot's chain may span (its full build to its date) before "auto" builds
+# in full again: a read moves the windows of every customer without a version at D by the
+# sessions of the days that cross a window edge since the full build, five such days per day
+# spanned (docs/features.md). 14 = a full build every other week under weekly refreshes.
+MAX_CHAIN_DAYS = 14
 
 
 @dataclass(frozen=True)
@@ -283,8 +288,9 @@ def refresh_features(
     mode "full" rebuilds it; "incremental" rolls the latest earlier snapshot forward; "auto"
     rolls forward when there is an earlier snapshot P and the new data starts after P
     (`earliest_new_activity` > P, as the ingestion's asset events report), and rebuilds
-    otherwise: late data dated on or before P, nothing known about the new data, or P's
-    chain already holding MAX_CHAIN_VERSIONS state versions.
+    otherwise: late data dated on or before P, nothing known about the new data, P's chain
+    already holding MAX_CHAIN_VERSIONS state versions, or a chain that would span more than
+    MAX_CHAIN_DAYS days.
     """
     if mode == "full":
         return build_features(conn, as_of)
@@ -298,7 +304,7 @@ def refresh_features(
     if earlier and earliest_new_activity is not None and earliest_new_activity > earlier[-1]:
         previous = earlier[-1]
         chain = [v for v in state_dates(conn) if bases[previous] <= v <= previous]
-        if len(chain) < MAX_CHAIN_VERSIONS:
+        if len(chain) < MAX_CHAIN_VERSIONS and (as_of - bases[previous]).days <= MAX_CHAIN_DAYS:
             return roll_forward_features(conn, as_of, previous)
     return build_features(conn, as_of)
 

@@ -120,6 +120,21 @@ def test_auto_builds_in_full_once_the_chain_is_as_long_as_allowed(
 
 
 @pytest.mark.integration
+def test_auto_builds_in_full_once_the_chain_spans_too_many_days(generated, database_url):
+    load(database_url, generated)
+    first = date(2023, 9, 1)
+    limit = timedelta(days=features.MAX_CHAIN_DAYS)
+    with connect(database_url) as conn:
+        features.build_features(conn, first)
+        # weekly batches: each read moves the windows over every day since the full build
+        modes = [
+            features.refresh_features(conn, day, "auto", day).mode
+            for day in (first + limit / 2, first + limit, first + limit * 3 // 2)
+        ]
+    assert modes == ["incremental", "incremental", "full"]
+
+
+@pytest.mark.integration
 def test_data_after_the_as_of_date_changes_no_feature(
     generated, database_url, tmp_path, split_files
 ):
