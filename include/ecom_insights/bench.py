@@ -395,10 +395,11 @@ def write_report(doc: Path, report: dict, command: str) -> None:
         + ". PostgreSQL's memory is bounded by its settings (shared_buffers, and work_mem = "
         "256MB per sort or hash in the feature build), not by the data's size.",
         f"The roll-forward recomputed {report['rolled_recomputed']:,} of "
-        f"{report['feature_rows']:,} customers (those with activity on {report['last_day']}), "
-        "and wrote state versions for them and for the customers whose trailing windows "
-        "moved. Neither build writes the snapshot's rows: the view computes them when the "
-        "snapshot is read (the read's own line above).",
+        f"{report['feature_rows']:,} customers (those with activity on {report['last_day']}) "
+        "and wrote state versions for them alone. Neither build writes the snapshot's rows: "
+        "the view computes them, and moves the trailing windows of the customers without a "
+        "version at the snapshot's date, when the snapshot is read (the read's own line "
+        "above).",
         MARK_END,
     ]
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
