@@ -102,8 +102,8 @@ def _models_current(cur, fingerprint: str) -> bool:
            and obj_description(c.oid, 'pg_class') = %(fingerprint)s
            and to_regprocedure('intermediate.int_customer_session_totals(date, date)')
                is not null
-           and to_regprocedure('intermediate.int_customer_window_moves(date, date, date)')
-               is not null
+           and to_regprocedure('intermediate.int_customer_window_moves(date, date, date, '
+                               'intermediate.customer_version[])') is not null
            and (select bool_and(to_regclass(name) is not null) from unnest(%(views)s) as name)
         from pg_class c
         where c.oid = to_regclass('marts.customer_features')
@@ -230,6 +230,7 @@ def build_features(conn, as_of: date) -> SnapshotBuild:
             {"as_of": as_of},
         )
     _drop_unread_state(conn)
+    _vacuum_state(conn, as_of)
     return SnapshotBuild(as_of, "full", rows, recomputed_customers=rows)
 
 
@@ -277,6 +278,7 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
         rows = _snapshot_rows(cur, as_of)
         _register(cur, as_of, bases[previous], "incremental", previous, len(changed))
     _drop_unread_state(conn)
+    _vacuum_state(conn, as_of)
     return SnapshotBuild(as_of, "incremental", rows, len(changed), previous)
 
 
@@ -362,6 +364,26 @@ def _register(
         """,
         (as_of, base, mode, previous, recomputed),
     )
+
+
+def _vacuum_state(conn, as_of: date) -> None:
+    """Commit the snapshot, then VACUUM its new state partition. CREATE TABLE AS leaves the
+    visibility map and the rows' hint bits unset: every reader's index-only scan of the
+    state's key (the view's latest versions, the window moves) then visits the heap, and the
+    first one writes every page (EXPLAIN at 1,000,000 customers: `Heap Fetches: 222800`,
+    `dirtied=137070` in the next roll-forward). VACUUM cannot run inside a transaction."""
+    conn.commit()
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("vacuum {}").format(
+                    sql.Identifier("intermediate", f"{STATE_TABLE}_{as_of:%Y%m%d}")
+                )
+            )
+    finally:
+        conn.autocommit = autocommit
 
 
 def _drop_unread_state(conn) -> None:

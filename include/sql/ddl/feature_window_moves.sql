@@ -1,21 +1,29 @@
--- intermediate.int_customer_window_moves(base_date, through_date, target_date): how each state
--- version's trailing windows move from its own date V to a later date D (target_date), for
--- every version V in [base_date, through_date] (V < D) of every customer with a session that
--- crosses a window edge in between. A version is written when a customer's data moves, so a
--- customer's latest version V <= D has no session in (V, D]: their windows at D are those at
--- V plus these moves, which count the sessions up to V inside each window at D minus those
--- inside it at V. Only a session dated in (V - e, D - e] for a window edge e (7, 30, 90, 120
--- and 365 days back) can be inside one and not the other; those days are read from
--- sessions_date_covering_idx alone (an index-only scan), for (base_date - e, D - e].
--- The mart's view moves the windows of each customer's latest version to the snapshot's date
--- at read time, and a roll-forward moves its changed customers' windows from their base
--- version: neither writes a version for a customer whose only change is a session leaving a
--- window. The deltas are named as the state's window columns (ddl/features.sql).
+-- intermediate.int_customer_window_moves(base_date, through_date, target_date, versions): how
+-- state versions' trailing windows move from their own date V to a later date D
+-- (target_date), for each version V in [base_date, through_date] (V < D) of a customer with a
+-- session that crosses a window edge in between. A version is written when a customer's data
+-- moves, so a customer's latest version V <= D has no session in (V, D]: their windows at D
+-- are those at V plus these moves, which count the sessions up to V inside each window at D
+-- minus those inside it at V. Only a session dated in (V - e, D - e] for a window edge e (7,
+-- 30, 90, 120 and 365 days back) can be inside one and not the other; those days are read
+-- from sessions_date_covering_idx alone (an index-only scan), for (base_date - e, D - e].
+-- The versions are every version of the state table in that range (versions NULL: the mart's
+-- view, which moves each customer's latest version to the snapshot's date at read time) or
+-- the (customer_id, version_date) pairs given (the roll-forward: its changed customers' base
+-- versions, already read, instead of a probe of the state's key per edge session). Neither
+-- writes a version for a customer whose only change is a session leaving a window. The
+-- deltas are named as the state's window columns (ddl/features.sql).
 -- Created by features.ensure_feature_models once the views and the state table exist; the
 -- mart's view, which calls it, is dropped with it and created again there.
 
-drop function if exists intermediate.int_customer_window_moves(date, date, date) cascade;
-drop type if exists intermediate.customer_window_moves;
+-- the types go with the function and the view
+drop type if exists intermediate.customer_window_moves cascade;
+drop type if exists intermediate.customer_version cascade;
+
+create type intermediate.customer_version as (
+    customer_id   text collate "C",
+    version_date  date
+);
 
 create type intermediate.customer_window_moves as (
     -- ids
@@ -35,7 +43,10 @@ create type intermediate.customer_window_moves as (
 );
 
 create function intermediate.int_customer_window_moves(
-    base_date date, through_date date, target_date date
+    base_date date,
+    through_date date,
+    target_date date,
+    versions intermediate.customer_version[] default null
 )
 returns setof intermediate.customer_window_moves
 language sql
@@ -58,11 +69,17 @@ edge_sessions as (
     ))
 ),
 
-versions as (
-    -- the versions' keys (from the partitions' primary keys)
+state_versions as (
+    -- the given versions, or every version in range (from the partitions' primary keys)
+    select v.customer_id, v.version_date
+    from unnest(versions) as v
+    where versions is not null
+      and v.version_date between base_date and least(through_date, target_date - 1)
+    union all
     select customer_id, as_of_date as version_date
     from intermediate.int_customer_feature_state
-    where as_of_date between base_date and least(through_date, target_date - 1)
+    where versions is null
+      and as_of_date between base_date and least(through_date, target_date - 1)
 ),
 
 -- logic
@@ -117,7 +134,7 @@ final as (
               and s.session_date <= v.version_date - 30
         ), 0) as monetary_prev_90d
     from edge_sessions as s
-    join versions as v
+    join state_versions as v
         on v.customer_id = s.customer_id
         -- a version counts the sessions up to its own date
         and s.session_date <= v.version_date

@@ -73,10 +73,16 @@ base as (
 ),
 
 window_moves as (
-    -- every version's windows moved from its date to D; a base version's row is joined below
+    -- the base versions' windows moved from their date to D
     select *
     from intermediate.int_customer_window_moves(
-        %(base_date)s::date, %(previous_date)s::date, %(as_of_date)s::date
+        %(base_date)s::date,
+        %(previous_date)s::date,
+        %(as_of_date)s::date,
+        array(
+            select (customer_id, as_of_date)::intermediate.customer_version
+            from base
+        )
     )
 ),
 
