@@ -267,8 +267,9 @@ def compute_features(data_dir: Path, as_of: date) -> pd.DataFrame:
     )
     # engagement
     out["avg_pages_per_session"] = _optional_ratio(totals, "pages", "pages_known")
+    # a customer with events but no view among them has 0 views, not none known
     out["product_views_per_session"] = _ratio(
-        totals.get("view_events", pd.Series(pd.NA, index=totals.index)).where(has_events),
+        totals.get("view_events", pd.Series(0, index=totals.index)).fillna(0).where(has_events),
         totals["sessions_count"],
     )
     from_events = _ratio(

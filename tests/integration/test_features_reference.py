@@ -227,6 +227,7 @@ def edge_files(directory: Path) -> Path:
         ["SIGNUP_ON_D", "28", "female", "Madrid", str(EDGE_DAY)],
         ["SIGNUP_AFTER_D", "28", "female", "Madrid", str(EDGE_DAY + timedelta(days=1))],
         ["ROLLING", "45", "male", "Porto", "2024-01-01"],
+        ["CARTS", "33", "female", "Ghent", "2024-01-01"],
     ]
     sessions: list[list[str]] = []
 
@@ -305,6 +306,10 @@ def edge_files(directory: Path) -> Path:
     session("ROLLING", _at(1), product="P2", bought="true", amount="3.00")
     session("ROLLING", _at(0), product="P1", bought="true", amount="4.00")
     session("ROLLING", _at(0, "18:00:00"), product="P3", bought="true", amount="5.00")
+    # CARTS: a session across midnight with a cart event on each side (counted once, on the
+    # first day), and one of the next day with a cart event
+    across = session("CARTS", _at(1, "23:59:00"), product="P2")
+    next_day = session("CARTS", _at(0, "08:00:00"), product="P2")
 
     first_windows_session = sessions[0][0]
     events = [
@@ -318,6 +323,9 @@ def edge_files(directory: Path) -> Path:
         ["E07", late, "MIDNIGHT", _at(-1, "00:00:30"), "cart", "P3", "59.99"],
         ["E08", dated, "MIDNIGHT", _at(1, "00:00:05"), "view", "P3", "59.99"],
         ["E09", dated, "MIDNIGHT", _at(1, "00:00:09"), "remove_from_cart", "P3", "59.99"],
+        ["E10", across, "CARTS", _at(1, "23:59:30"), "cart", "P2", "19.99"],
+        ["E11", across, "CARTS", _at(0, "00:00:10"), "cart", "P2", "19.99"],
+        ["E12", next_day, "CARTS", _at(0, "08:01:00"), "cart", "P2", "19.99"],
     ]
     directory.mkdir(parents=True, exist_ok=True)
     for name, header, rows in (
@@ -388,15 +396,15 @@ def test_the_mart_equals_the_references_on_the_edges(database_url, tmp_path):
 def test_rolled_snapshots_equal_the_reference_day_by_day(database_url, tmp_path):
     """Each day's roll-forward, from a full build four days before the edge day to the day
     after it, equals the pandas reference: the windows of the customers without new data are
-    moved when the snapshot is read (WINDOWS has sessions on every window's edge), and the new
+    moved when the snapshot is read (WINDOWS has sessions on every window's edge), the new
     days' counts per category are added in place or, for several categories in a day, summed
-    (ROLLING)."""
+    (ROLLING), and a session's cart events on both sides of midnight count once (CARTS)."""
     directory = edge_files(tmp_path / "edges")
     load(database_url, directory)
     first = EDGE_DAY - timedelta(days=4)
     with connect(database_url) as conn:
         features.build_features(conn, first)
-    tops = []
+    tops, carts = [], []
     for days in range(1, 6):
         as_of = first + timedelta(days=days)
         with connect(database_url) as conn:
@@ -405,6 +413,7 @@ def test_rolled_snapshots_equal_the_reference_day_by_day(database_url, tmp_path)
         assert_same_features(compute_features(directory, as_of), mart, f"rolled to {as_of}")
         rolling = mart.set_index("customer_id").loc["ROLLING"]
         tops.append((rolling.top_category, rolling.favourite_category))
+        carts.append(mart.set_index("customer_id").loc["CARTS"].add_to_cart_rate)
     assert tops == [
         ("apparel", None),
         ("Books", None),
@@ -412,6 +421,7 @@ def test_rolled_snapshots_equal_the_reference_day_by_day(database_url, tmp_path)
         ("Books", "Apparel"),
         ("Books", "Apparel"),
     ]
+    assert carts[2:] == [1.0, 1.0, 1.0]  # 1 of 1 session, then 2 of 2
 
 
 @pytest.mark.integration

@@ -215,22 +215,35 @@ event_totals as (
     group by customer_id
 ),
 
+new_carts as materialized (
+    -- the sessions with a cart event in (P, D]
+    select distinct customer_id, session_id
+    from new_events
+    where event_type = 'cart'
+),
+
+earlier_carts as (
+    -- those sessions' cart events before P + 1 (a session across midnight), looked up by
+    -- session alone through events_session_idx (with the customer in the lookup too, a
+    -- BitmapAnd read each customer's events: 0.6 of 1.0 s at 1,000,000 customers)
+    select customer_id, session_id
+    from staging.stg_events
+    where session_id = any (array(select session_id from new_carts))
+      and event_type = 'cart'
+      and event_time < %(previous_date)s::date + 1
+),
+
 new_cart_sessions as (
     -- sessions with a first cart event in (P, D]: one with an earlier cart event is counted
-    -- already (each looked up through events_session_idx)
-    select n.customer_id, count(distinct n.session_id) as sessions_with_cart_event
-    from new_events as n
-    left join lateral (
-        select true as seen
-        from staging.stg_events as e
+    -- already
+    select n.customer_id, count(*) as sessions_with_cart_event
+    from new_carts as n
+    where not exists (
+        select
+        from earlier_carts as e
         where e.session_id = n.session_id
           and e.customer_id = n.customer_id
-          and e.event_type = 'cart'
-          and e.event_time < %(previous_date)s::date + 1
-        limit 1
-    ) as earlier on true
-    where n.event_type = 'cart'
-      and earlier.seen is null
+    )
     group by n.customer_id
 ),
 
