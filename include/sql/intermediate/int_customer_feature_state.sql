@@ -3,8 +3,8 @@
 -- columns are described in ddl/features.sql. Bound parameter:
 --   as_of_date  D
 -- One pass over the sessions for every count and sum (windows, hours and weekdays included),
--- one for the counts per category, two over the events: each a parallel hash aggregation,
--- none sorts.
+-- one for the counts per category, two over the events: each scans and aggregates in
+-- parallel (hash aggregates; the cart sessions' distinct count sorts in the workers).
 
 with
 
@@ -32,12 +32,6 @@ events as not materialized (
     where event_date <= %(as_of_date)s::date
 ),
 
-category_ranks as (
-    -- each category's place in byte order ("C" collation), for the tie rule of the modes
-    select category, row_number() over (order by category collate "C") as category_rank
-    from (select distinct category from staging.stg_products where category is not null) as c
-),
-
 -- logic
 session_totals as (
     -- one pass over the sessions for every count and sum (ddl/feature_session_totals.sql)
@@ -56,20 +50,19 @@ category_counts as (
     group by customer_id, product_category
 ),
 
--- the modes of the categories: arrays compare element by element, so the largest
--- [count, -rank] holds the most frequent category, a tie going to the first in byte order
+-- the counts per category in byte order ("C" collation): the first of the largest counts is
+-- then the mode with the tie rule (the first in byte order), and the modes need no ranks
+-- of the categories (a window function, and a join that the planner misjudged)
 categories as (
     select
-        c.customer_id,
-        array_agg(c.category) as categories,
-        array_agg(c.sessions) as category_sessions,
-        array_agg(c.purchases) as category_purchases,
-        -(max(array[c.sessions, -r.category_rank]))[2] as top_category_rank,
-        -(max(array[c.purchases, -r.category_rank]) filter (where c.purchases > 0))[2]
-            as favourite_category_rank
-    from category_counts as c
-    join category_ranks as r on r.category = c.category
-    group by c.customer_id
+        customer_id,
+        array_agg(category order by category collate "C") as categories,
+        array_agg(sessions order by category collate "C") as category_sessions,
+        array_agg(purchases order by category collate "C") as category_purchases,
+        max(sessions) as top_category_sessions,
+        max(purchases) filter (where purchases > 0) as favourite_category_purchases
+    from category_counts
+    group by customer_id
 ),
 
 event_totals as (
@@ -82,11 +75,12 @@ event_totals as (
 ),
 
 cart_sessions as (
-    -- a session with several cart events counts once
-    select customer_id, count(*) as sessions_with_cart_event
-    from (
-        select distinct customer_id, session_id from events where event_type = 'cart'
-    ) as carts
+    -- a session with several cart events counts once: the workers sort the cart events by
+    -- customer and session, and the distinct count reads them in that order, without the
+    -- hash of every (customer, session) pair that the leader built alone
+    select customer_id, count(distinct session_id) as sessions_with_cart_event
+    from events
+    where event_type = 'cart'
     group by customer_id
 ),
 
@@ -129,8 +123,10 @@ final as (
         s.hour_sessions,
         s.weekday_sessions,
         -- the modes
-        top_rank.category as top_category,
-        favourite_rank.category as favourite_category,
+        c.categories[array_position(c.category_sessions, c.top_category_sessions)]
+            as top_category,
+        c.categories[array_position(c.category_purchases, c.favourite_category_purchases)]
+            as favourite_category,
         marts.mode_position(s.hour_sessions) - 1 as favourite_hour,
         marts.mode_position(s.weekday_sessions) as favourite_weekday,
         -- events
@@ -140,9 +136,6 @@ final as (
     from session_totals as s
     full join event_totals as e on e.customer_id = s.customer_id
     left join categories as c on c.customer_id = s.customer_id
-    left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
-    left join category_ranks as favourite_rank
-        on favourite_rank.category_rank = c.favourite_category_rank
     left join cart_sessions as cs on cs.customer_id = e.customer_id
 )
 

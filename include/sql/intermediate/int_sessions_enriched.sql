@@ -15,9 +15,11 @@ final as (
     select
         sessions.*,
         products.category as product_category,
-        extract(hour from sessions.session_started_at)::integer as session_hour,
+        -- date_part, not extract: the same whole numbers as a double instead of a numeric
+        -- (extract returns numeric since PostgreSQL 14), at about half the cost per session
+        date_part('hour', sessions.session_started_at)::integer as session_hour,
         -- ISO weekday: 1 = Monday ... 7 = Sunday
-        extract(isodow from sessions.session_started_at)::integer as session_weekday
+        date_part('isodow', sessions.session_started_at)::integer as session_weekday
     from sessions
     left join products on products.product_id = sessions.product_id
 )
