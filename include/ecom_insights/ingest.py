@@ -25,11 +25,12 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from psycopg2 import sql
 
@@ -372,16 +373,18 @@ def _land_file(
 # Canonical text per kind: a value of this form parses in PostgreSQL to the value that the
 # row rules' cast gives, and is >= 0 (so the rules `>= 0` hold). Other forms (signs, spaces,
 # exponents, more decimals than the type keeps, other date styles) go to the row rules.
+# A day of the year in ISO form that every year has: 29 February goes to the rules too.
+_ISO_DAY = (
+    r"[1-9][0-9]{3}-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)"
+    r"|(0[13578]|1[02])-31)"
+)
 CANONICAL_PATTERNS = {
     "integer": r"^[0-9]{1,9}$",  # 9 digits: below 2^31
     "number": r"^[0-9]{1,15}(\.[0-9]{1,15})?$",
     "money": r"^[0-9]{1,12}(\.[0-9]{1,2})?$",  # numeric(14,2), nothing to round
-    "date": r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
-    "timestamp": r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"([ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?)?$",
+    "date": rf"^{_ISO_DAY}$",
+    "timestamp": rf"^{_ISO_DAY}([ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{{1,6}})?)?$",
 }
-# Month-days that the patterns let through and no calendar has (29 February is checked apart)
-IMPOSSIBLE_MONTH_DAYS = ("02-30", "02-31", "04-31", "06-31", "09-31", "11-31")
 # Bytes of CSV that the screening pass parses at a time (pyarrow's block size)
 SCREEN_BLOCK_BYTES = 16 << 20
 
@@ -432,30 +435,7 @@ def _canonical(column: Column, value):
         ok = pc.and_(pc.is_valid(value), pc.is_in(pc.utf8_lower(value), value_set=words))
     else:
         ok = pc.match_substring_regex(value, CANONICAL_PATTERNS[column.kind])
-        if column.kind in ("date", "timestamp"):
-            month_day = pc.utf8_slice_codeunits(value, 5, 10)
-            impossible = pc.is_in(month_day, value_set=pa.array(IMPOSSIBLE_MONTH_DAYS))
-            ok = pc.and_(ok, pc.invert(impossible))
-            leap_day = pc.fill_null(pc.and_(ok, pc.equal(month_day, "02-29")), False)
-            if pc.any(leap_day).as_py():
-                ok = _drop_leap_days_of_common_years(ok, value, leap_day)
     return pc.fill_null(ok, False)
-
-
-def _drop_leap_days_of_common_years(ok, value, leap_day):
-    """`ok` false where the value is 29 February of a year that is not a leap year."""
-    import calendar
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    years = pc.cast(pc.utf8_slice_codeunits(pc.filter(value, leap_day), 0, 4), pa.int32())
-    common = {year for year in set(years.to_pylist()) if not calendar.isleap(year)}
-    if not common:
-        return ok
-    year_of_row = pc.utf8_slice_codeunits(value, 0, 4)
-    in_common_year = pc.is_in(year_of_row, value_set=pa.array([f"{y:04d}" for y in common]))
-    return pc.and_(ok, pc.invert(pc.and_(leap_day, in_common_year)))
 
 
 def _may_break_rule(source: Source, values: dict, canonical: dict):
@@ -1339,6 +1319,45 @@ def merge_into_core(conn) -> dict[str, dict[str, int]]:
                 counts[source.name] = _upsert(cur, source, core, staging, columns)
             cur.execute(sql.SQL("analyze {}").format(core))
     return counts
+
+
+class AuditFailed(Exception):
+    """The audit of staging failed, so the merge into core was rolled back."""
+
+    def __init__(self, summary):
+        self.summary = summary
+        super().__init__(summary.describe())
+
+
+def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, dict]:
+    """Merge staging into core in `conn`'s transaction while `audit` runs in a thread; the
+    merge stands only if the audit passed.
+
+    Both only read staging, and the audit (Great Expectations) has its own connection, so
+    they can run side by side: the step takes about the longer of the two instead of their
+    sum. `audit` returns a summary with a `success` flag (validation.ValidationSummary).
+    Returns (summary, merge counts) with the merge still uncommitted, for the caller to
+    commit. When the audit fails, the merge is rolled back and AuditFailed raised; when
+    either raises, the merge is rolled back and the error raised: core is left untouched.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit") as pool:
+        audited = pool.submit(audit)
+        try:
+            counts = merge_into_core(conn)
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            summary = audited.result()
+        except BaseException:
+            conn.rollback()
+            raise
+    if not summary.success:
+        conn.rollback()
+        raise AuditFailed(summary)
+    return summary, counts
 
 
 @contextmanager

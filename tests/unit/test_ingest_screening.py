@@ -42,7 +42,7 @@ def session(**changes) -> dict:
 def test_canonical_rows_that_break_no_rule_are_good():
     rows = [
         session(),
-        session(session_date="2024-02-29", purchase_made="false", purchase_amount=None),
+        session(session_date="2024-02-28", purchase_made="false", purchase_amount=None),
         session(session_date="2024-02-01T08:15:00.123456", purchase_made="0", purchase_amount="0"),
         session(browsing_time_sec=None, pages_viewed=None, discount_amount=None, device=None),
     ]
@@ -66,10 +66,13 @@ def test_canonical_rows_that_break_no_rule_are_good():
         {"browsing_time_sec": "-3"},
         {"pages_viewed": "-1"},
         {"discount_amount": "-0.5"},
-        # dates that match the pattern and no calendar has
+        # days that not every year has (29 February: the rules decide), or none
         {"session_date": "2023-02-29"},
+        {"session_date": "2024-02-29 10:00:00"},
         {"session_date": "2024-04-31 10:00:00"},
         {"session_date": "2024-02-30"},
+        {"session_date": "2024-06-31"},
+        {"session_date": "2024-11-31 00:00:00"},
         # values PostgreSQL may accept, in a form the screening does not decide: left to SQL
         {"session_id": " S1"},
         {"device": "mobile "},
