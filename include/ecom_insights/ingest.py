@@ -1,16 +1,20 @@
-"""Ingestion: landed files -> raw (COPY) -> row rules -> staging -> (audit) -> core.
+"""Ingestion: landed files -> staging (screened rows) or raw -> row rules -> audit -> core.
 
 The steps are separate functions so that the ingestion DAG can run, retry and show each one:
 
 1. `land_files`: every contract file in the landing directory is checked as a whole (readable,
-   a header with the required columns, no column of the wrong type throughout) and COPY'd
-   as text into `raw.<source>` with its file name and row number. A file that fails is
-   rejected whole: nothing of it is loaded and `raw.load_log` says which column and rule.
-2. `apply_row_rules`: each landed row is cast and checked in one set-based statement per
-   source; rows that break a rule go to `raw.quarantine` with file, row number and every
-   reason, the others to the typed `staging.<source>` table.
-3. (the DAG validates staging with Great Expectations: `ecom_insights.validation`)
-4. `merge_into_core`: staging rows are upserted into `core.<source>` by business key.
+   a header with the required columns, no column of the wrong type throughout) and read once
+   with pyarrow: rows in canonical form that break no rule of their own are COPY'd into the
+   typed `staging.<source>`, the others as text into `raw.<source>`, with file name and row
+   number. A file that fails is rejected whole: nothing of it is loaded and `raw.load_log`
+   says which column and rule.
+2. `apply_row_rules`: the rows in raw are cast and checked in one set-based statement per
+   source, as are staging's rows whose parent is missing or whose key repeats (their text
+   read again from the file); rows that break a rule go to `raw.quarantine` with file, row
+   number, every reason and the original text, the others to staging.
+3. `merge_into_core_once_audited`: staging rows are upserted into `core.<source>` by business
+   key while Great Expectations audits staging (`ecom_insights.validation`); the merge
+   commits only if the audit passed.
 
 Re-running the same files leaves every table as it was: raw and staging are rebuilt from the
 files, quarantine rows are replaced per file, core rows are upserted and only changed rows
