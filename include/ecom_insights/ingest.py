@@ -294,13 +294,15 @@ def _staging_columns(conn, source: Source) -> list[str]:
 
 
 def land_files(conn, data_dir: Path, *, reprocess: bool = False) -> list[FileResult]:
-    """Check each contract file whole and COPY the good ones into raw.<source> as text.
+    """Check each contract file whole and land the good ones: rows that the screening pass
+    (`screen_rows`) lets through into staging.<source>, the others into raw.<source> as text.
 
     A file whose exact content was loaded before is skipped unless `reprocess` (after a rule
     change, or to rescue orphans whose parents arrived later): files stay in the landing
     directory, and a daily run then reads only what is new. A file with the same content as
     another of this batch is skipped too. Returns one FileResult per file; raises NoNewFiles
-    when every file was skipped. raw tables hold only this batch: they are emptied first.
+    when every file was skipped. raw and staging hold only this batch: they are emptied
+    first.
     """
     ensure_schema(conn)
     files = discover_files(data_dir)
