@@ -6,15 +6,19 @@ Reads the contract's files (`customers.csv`, `sessions.csv`, and optionally `pro
 (`ECOM_LANDING_DIR`, or the run's `data_dir` parameter); a day with no files skips the run
 and publishes nothing. Then:
 
-1. **land**: checks each file whole and COPYs it into `raw.<source>`. A file with a missing
-   column, unreadable content or a column of the wrong type throughout is rejected whole.
-2. **apply_row_rules**: bad rows go to `raw.quarantine` with file, row number and reasons;
-   good rows to the typed `staging.<source>`.
-3. **validate_staging**: the Great Expectations suites in `great_expectations/expectations`
-   audit staging inside PostgreSQL and build the data docs; a failure stops the merge.
-4. **merge_into_core**: upserts staging into `core.<source>` and publishes the core Assets,
-   which schedule the downstream DAGs.
-5. **report**: fails the run, after the good data is merged, if any file was rejected or core
+1. **land**: checks each file whole and reads it once: rows in canonical form that break no
+   rule of their own go straight into the typed `staging.<source>`, the others into
+   `raw.<source>`. A file with a missing column, unreadable content or a column of the wrong
+   type throughout is rejected whole.
+2. **apply_row_rules**: the rows in raw, and staging's rows whose parent is missing or whose
+   key repeats, are checked: bad rows go to `raw.quarantine` with file, row number, reasons
+   and original text; good rows to staging.
+3. **audit_and_merge**: the Great Expectations suites in `great_expectations/expectations`
+   audit staging inside PostgreSQL and build the data docs, while the upsert of staging into
+   `core.<source>` runs beside them in one transaction, committed only if the audit passed:
+   a failed audit leaves core untouched. Publishes the core Assets, which schedule the
+   downstream DAGs.
+4. **report**: fails the run, after the good data is merged, if any file was rejected or core
    still has no customers or no sessions.
 
 Files stay in the landing directory; a file whose content was loaded before is skipped
@@ -103,36 +107,34 @@ def ecom_ingestion():
             )
         return counts
 
-    @task
-    def validate_staging(counts: dict) -> dict:
-        from ecom_insights.config import load_settings
-        from ecom_insights.orchestration import warehouse_url
-        from ecom_insights.validation import validate_staging as run_suites
-
-        settings = load_settings()
-        summary = run_suites(
-            warehouse_url(),
-            list(counts),
-            gx_root=settings.gx_root,
-            data_docs_dir=settings.data_docs_dir,
-            run_name=get_current_context()["run_id"],
-        )
-        if not summary.success:
-            # a broken contract is no transient error: retrying cannot help
-            raise AirflowFailException(summary.describe())
-        return {"data_docs_index": str(summary.data_docs_index), "tables": summary.tables}
-
     @task(outlets=list(CORE_TABLES))
-    def merge_into_core(audit: dict) -> dict:
+    def audit_and_merge(counts: dict) -> dict:
         from ecom_insights import ingest
+        from ecom_insights.config import load_settings
         from ecom_insights.orchestration import as_of_date, warehouse_url
+        from ecom_insights.validation import validate_staging
         from ecom_insights.warehouse import connect
 
         context = get_current_context()
-        with connect(warehouse_url()) as conn:
-            first_day, last_day = ingest.batch_activity_range(conn)
-            counts = ingest.merge_into_core(conn)
-        if ingest.catalogue_changed(counts):
+        settings = load_settings()
+
+        def audit():
+            return validate_staging(
+                warehouse_url(),
+                list(counts),
+                gx_root=settings.gx_root,
+                data_docs_dir=settings.data_docs_dir,
+                run_name=context["run_id"],
+            )
+
+        try:
+            with connect(warehouse_url()) as conn:
+                first_day, last_day = ingest.batch_activity_range(conn)
+                summary, merged = ingest.merge_into_core_once_audited(conn, audit)
+        except ingest.AuditFailed as failure:
+            # a broken contract is no transient error: retrying cannot help
+            raise AirflowFailException(str(failure)) from failure
+        if ingest.catalogue_changed(merged):
             first_day = None  # every customer's category features may move: no roll-forward
         batch = {
             "as_of_date": as_of_date(context).isoformat(),
@@ -141,8 +143,8 @@ def ecom_ingestion():
             "max_activity_date": last_day.isoformat() if last_day else None,
         }
         for asset in CORE_TABLES:
-            context["outlet_events"][asset].extra = {**batch, **counts[asset.name.split(".")[1]]}
-        return counts
+            context["outlet_events"][asset].extra = {**batch, **merged[asset.name.split(".")[1]]}
+        return {"data_docs_index": str(summary.data_docs_index), "merged": merged}
 
     @task
     def report(files: list[dict], merged: dict) -> None:
@@ -156,7 +158,7 @@ def ecom_ingestion():
             raise AirflowFailException(message)
 
     files = land()
-    report(files, merge_into_core(validate_staging(apply_row_rules(files))))
+    report(files, audit_and_merge(apply_row_rules(files)))
 
 
 ecom_ingestion()

@@ -1,16 +1,20 @@
-"""Ingestion: landed files -> raw (COPY) -> row rules -> staging -> (audit) -> core.
+"""Ingestion: landed files -> staging (screened rows) or raw -> row rules -> audit -> core.
 
 The steps are separate functions so that the ingestion DAG can run, retry and show each one:
 
 1. `land_files`: every contract file in the landing directory is checked as a whole (readable,
-   a header with the required columns, no column of the wrong type throughout) and COPY'd
-   as text into `raw.<source>` with its file name and row number. A file that fails is
-   rejected whole: nothing of it is loaded and `raw.load_log` says which column and rule.
-2. `apply_row_rules`: each landed row is cast and checked in one set-based statement per
-   source; rows that break a rule go to `raw.quarantine` with file, row number and every
-   reason, the others to the typed `staging.<source>` table.
-3. (the DAG validates staging with Great Expectations: `ecom_insights.validation`)
-4. `merge_into_core`: staging rows are upserted into `core.<source>` by business key.
+   a header with the required columns, no column of the wrong type throughout) and read once
+   with pyarrow: rows in canonical form that break no rule of their own are COPY'd into the
+   typed `staging.<source>`, the others as text into `raw.<source>`, with file name and row
+   number. A file that fails is rejected whole: nothing of it is loaded and `raw.load_log`
+   says which column and rule.
+2. `apply_row_rules`: the rows in raw are cast and checked in one set-based statement per
+   source, as are staging's rows whose parent is missing or whose key repeats (their text
+   read again from the file); rows that break a rule go to `raw.quarantine` with file, row
+   number, every reason and the original text, the others to staging.
+3. `merge_into_core_once_audited`: staging rows are upserted into `core.<source>` by business
+   key while Great Expectations audits staging (`ecom_insights.validation`); the merge
+   commits only if the audit passed.
 
 Re-running the same files leaves every table as it was: raw and staging are rebuilt from the
 files, quarantine rows are replaced per file, core rows are upserted and only changed rows
@@ -23,16 +27,20 @@ import csv
 import gzip
 import hashlib
 import io
+import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from psycopg2 import sql
 
 from ecom_insights.contract import EVENT_TYPES, SOURCES, SOURCES_BY_NAME, Column, Source
+
+log = logging.getLogger(__name__)
 
 DDL_PATH = Path(__file__).resolve().parent.parent / "sql" / "ddl" / "warehouse.sql"
 
@@ -149,6 +157,8 @@ def ensure_schema(conn) -> None:
     """Create schemas and tables up to core (idempotent). The raw tables hold only the batch
     being landed, so they are made anew, in the contract's current shape."""
     with conn.cursor() as cur:
+        # per batch like raw.<source>: made anew in the current shape before the DDL runs
+        cur.execute("drop table if exists raw.batch_files")
         cur.execute(DDL_PATH.read_text())
         for source in SOURCES:
             columns = [sql.SQL("{} text").format(sql.Identifier(c.name)) for c in source.columns]
@@ -284,13 +294,15 @@ def _staging_columns(conn, source: Source) -> list[str]:
 
 
 def land_files(conn, data_dir: Path, *, reprocess: bool = False) -> list[FileResult]:
-    """Check each contract file whole and COPY the good ones into raw.<source> as text.
+    """Check each contract file whole and land the good ones: rows that the screening pass
+    (`screen_rows`) lets through into staging.<source>, the others into raw.<source> as text.
 
     A file whose exact content was loaded before is skipped unless `reprocess` (after a rule
     change, or to rescue orphans whose parents arrived later): files stay in the landing
     directory, and a daily run then reads only what is new. A file with the same content as
     another of this batch is skipped too. Returns one FileResult per file; raises NoNewFiles
-    when every file was skipped. raw tables hold only this batch: they are emptied first.
+    when every file was skipped. raw and staging hold only this batch: they are emptied
+    first.
     """
     ensure_schema(conn)
     files = discover_files(data_dir)
@@ -299,6 +311,7 @@ def land_files(conn, data_dir: Path, *, reprocess: bool = False) -> list[FileRes
     with conn.cursor() as cur:
         for source in SOURCES:
             cur.execute(sql.SQL("truncate {}").format(sql.Identifier("raw", source.name)))
+            cur.execute(sql.SQL("truncate {}").format(sql.Identifier("staging", source.name)))
         cur.execute("truncate raw.batch_files")
     results: list[FileResult] = []
     seen: dict[tuple[str, str], str] = {}
@@ -318,13 +331,11 @@ def land_files(conn, data_dir: Path, *, reprocess: bool = False) -> list[FileRes
             cur.execute("savepoint land_file")
             try:
                 header = read_header(path, source)
-                first_block = _next_block(cur, source)
-                result.rows_read = _copy_file(cur, source, path, header)
-                _reject_wrong_type_throughout(cur, source, path, header, first_block, is_valid)
+                _land_file(cur, source, path, header, is_valid, result)
                 cur.execute(
-                    "insert into raw.batch_files (source, file_name, file_sha256) "
-                    "values (%s, %s, %s)",
-                    (source.name, path.name, sha),
+                    "insert into raw.batch_files (source, file_name, file_sha256, file_path) "
+                    "values (%s, %s, %s, %s)",
+                    (source.name, path.name, sha, str(path)),
                 )
             except FileRejected as rejection:
                 cur.execute("rollback to savepoint land_file")
@@ -333,6 +344,341 @@ def land_files(conn, data_dir: Path, *, reprocess: bool = False) -> list[FileRes
     if all(r.status == "skipped" for r in results):
         raise NoNewFiles(f"every file in {data_dir} was loaded before; nothing new to ingest")
     return results
+
+
+def _land_file(
+    cur, source: Source, path: Path, header: list[str], is_valid: str, result: FileResult
+) -> None:
+    """Land one file: screened in the client, else COPY'd whole into raw. Sets the file's
+    `rows_read` (also when a column of the wrong type throughout then rejects it).
+
+    The screening pass (`_screen_file`) sends a row in canonical form that breaks no row rule
+    straight to staging, and every other row to raw for the row rules. Anything it cannot
+    read as PostgreSQL would (a ragged row, bytes that are not UTF-8, a broken gzip stream)
+    makes it step aside: its writes are rolled back and the file is COPY'd into raw whole, as
+    before, so that PostgreSQL's COPY decides and words the rejection.
+    """
+    cur.execute("savepoint screen_file")
+    try:
+        rows, unparsed = _screen_file(cur, source, path, header)
+    except Exception as error:  # noqa: BLE001 - any failure: the COPY below is the authority
+        cur.execute("rollback to savepoint screen_file")
+        cur.execute("release savepoint screen_file")
+        log.info("%s: screening stopped (%s); COPY into raw instead", path.name, error)
+        first_block = _next_block(cur, source)
+        result.rows_read = _copy_file(cur, source, path, header)
+        _reject_wrong_type_throughout(cur, source, path, header, first_block, is_valid)
+        return
+    cur.execute("release savepoint screen_file")
+    result.rows_read = rows
+    if unparsed:
+        # every non-empty value of these columns went to raw with its row: count them there
+        _reject_wrong_type_throughout(cur, source, path, unparsed, 0, is_valid)
+
+
+# Canonical text per kind: a value of this form parses in PostgreSQL to the value that the
+# row rules' cast gives, and is >= 0 (so the rules `>= 0` hold). Other forms (signs, spaces,
+# exponents, more decimals than the type keeps, other date styles) go to the row rules.
+# A day of the year in ISO form that every year has: 29 February goes to the rules too.
+_ISO_DAY = (
+    r"[1-9][0-9]{3}-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)"
+    r"|(0[13578]|1[02])-31)"
+)
+CANONICAL_PATTERNS = {
+    "integer": r"^[0-9]{1,9}$",  # 9 digits: below 2^31
+    "number": r"^[0-9]{1,15}(\.[0-9]{1,15})?$",
+    "money": r"^[0-9]{1,12}(\.[0-9]{1,2})?$",  # numeric(14,2), nothing to round
+    "date": rf"^{_ISO_DAY}$",
+    "timestamp": rf"^{_ISO_DAY}([ T]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{{1,6}})?)?$",
+}
+# Bytes of CSV that the screening pass parses at a time (pyarrow's block size)
+SCREEN_BLOCK_BYTES = 16 << 20
+
+
+def screen_rows(source: Source, values: dict) -> tuple:
+    """Which rows may go straight to staging, and which typed columns had a value that parses.
+
+    `values`: every contract column of `source` as a pyarrow string array of the file's text
+    (null where the CSV field is empty and unquoted). A row is good when each value is
+    canonical (`CANONICAL_PATTERNS`; text without a space at either end; a contract boolean
+    word) or empty where the column may be, and no row rule can be broken; every other row
+    goes to the row rules in SQL, which decide and give reasons. So this function may send a
+    good row to SQL, never a bad row to staging. Returns (good: boolean array, parsed: the
+    typed columns with at least one canonical value).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n_rows = len(values[source.columns[0].name])
+    good = pa.array([True] * n_rows, pa.bool_()) if n_rows else pa.array([], pa.bool_())
+    parsed = set()
+    canonical = {}
+    for column in source.columns:
+        value = values[column.name]
+        ok = _canonical(column, value)
+        canonical[column.name] = ok
+        if column.kind != "text" and pc.any(ok).as_py():
+            parsed.add(column.name)
+        if column.nullable:
+            ok = pc.or_(ok, pc.is_null(value))
+        good = pc.and_(good, ok)
+    breaks = _may_break_rule(source, values, canonical)
+    if breaks is not None:
+        good = pc.and_(good, pc.invert(breaks))
+    return good, parsed
+
+
+def _canonical(column: Column, value):
+    """True where the value is non-empty and in canonical form for its kind; never null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.kind == "text":
+        edges = pc.or_(pc.starts_with(value, " "), pc.ends_with(value, " "))
+        ok = pc.and_(pc.invert(edges), pc.not_equal(value, ""))
+    elif column.kind == "boolean":
+        words = pa.array(TRUE_WORDS + FALSE_WORDS)
+        ok = pc.and_(pc.is_valid(value), pc.is_in(pc.utf8_lower(value), value_set=words))
+    else:
+        ok = pc.match_substring_regex(value, CANONICAL_PATTERNS[column.kind])
+    return pc.fill_null(ok, False)
+
+
+def _may_break_rule(source: Source, values: dict, canonical: dict):
+    """True where a row might break one of `_row_rules(source)` (the `>= 0` rules hold for
+    canonical values); None when the source has no other rule."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def truth(name: str, words: tuple[str, ...]):
+        return pc.fill_null(pc.is_in(pc.utf8_lower(values[name]), value_set=pa.array(words)), False)
+
+    if source.name == "customers":
+        age = pc.if_else(canonical["age"], values["age"], None)
+        return pc.fill_null(pc.greater(pc.cast(age, pa.int32()), 120), False)
+    if source.name == "sessions":
+        amount = values["purchase_amount"]
+        positive = pc.fill_null(pc.match_substring_regex(amount, "[1-9]"), False)
+        return pc.or_(
+            pc.and_(truth("purchase_made", FALSE_WORDS), positive),
+            pc.and_(truth("purchase_made", TRUE_WORDS), pc.is_null(amount)),
+        )
+    if source.name == "events":
+        known = pc.is_in(values["event_type"], value_set=pa.array(EVENT_TYPES))
+        return pc.invert(pc.fill_null(known, False))
+    if source.name == "campaigns":
+        # canonical dates (YYYY-MM-DD) compare as text as they do as dates
+        return pc.fill_null(pc.less(values["end_date"], values["start_date"]), False)
+    return None
+
+
+def _screen_file(cur, source: Source, path: Path, header: list[str]) -> tuple[int, list[str]]:
+    """Read the file with pyarrow's CSV reader and COPY its good rows (`screen_rows`) into
+    staging, typed by PostgreSQL from their canonical text, and the others into raw with
+    their original text. Returns the number of rows and the typed columns of the header in
+    which no value parsed (candidates for a wrong-type-throughout rejection).
+
+    Reading and screening run in a thread while the connection COPYs the previous block, so
+    that the client's pass and PostgreSQL's overlap on two cores. The rows for raw wait in a
+    temporary file (normally empty) and are COPY'd after.
+    """
+    import tempfile
+
+    staging_columns = _staging_columns(cur.connection, source)
+    parsed: set[str] = set()
+    rows = 0
+    with tempfile.TemporaryFile() as to_raw:
+
+        def blocks() -> Iterator[bytes]:
+            nonlocal rows
+            for values in _read_file_values(source, path, header):
+                good, block_parsed = screen_rows(source, values)
+                parsed.update(block_parsed)
+                to_staging, others = _split_block(
+                    source, values, good, path.name, rows + 1, staging_columns
+                )
+                rows += len(good)
+                if others:
+                    to_raw.write(others)
+                if to_staging:
+                    yield to_staging
+
+        read_ahead = _ReadAhead(blocks())
+        try:
+            cur.copy_expert(
+                sql.SQL("copy {} ({}, _file, _row_number) from stdin with (format csv)")
+                .format(
+                    sql.Identifier("staging", source.name),
+                    sql.SQL(", ").join(map(sql.Identifier, staging_columns)),
+                )
+                .as_string(cur),
+                read_ahead,
+            )
+        finally:
+            read_ahead.close()
+        if to_raw.tell():
+            to_raw.seek(0)
+            _copy_original_text(cur, source, to_raw)
+    unparsed = [c.name for c in source.columns if c.name in header and c.kind != "text"]
+    return rows, [name for name in unparsed if name not in parsed]
+
+
+def _copy_original_text(cur, source: Source, handle) -> None:
+    """COPY rows in the CSV of `_split_block` (contract columns, _file, _row_number) into raw."""
+    cur.copy_expert(
+        sql.SQL("copy {} ({}, _file, _row_number) from stdin with (format csv)")
+        .format(
+            sql.Identifier("raw", source.name),
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in source.columns),
+        )
+        .as_string(cur),
+        handle,
+        size=1 << 20,
+    )
+
+
+def _read_file_values(source: Source, path: Path, header: list[str]) -> Iterator[dict]:
+    """The file's rows, block by block, as {contract column: pyarrow string array}.
+
+    Read as PostgreSQL's COPY (format csv) reads: quoted fields may hold newlines, an empty
+    line is a (ragged) row, an unquoted empty field is null and a quoted one the empty text;
+    no other text means null. A column that the header lacks is null throughout.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    known = [name for name in header if name in {c.name for c in source.columns}]
+    reader = pacsv.open_csv(
+        str(path),  # a path: pyarrow decompresses .gz itself
+        read_options=pacsv.ReadOptions(
+            skip_rows=1, column_names=header, block_size=SCREEN_BLOCK_BYTES
+        ),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=known,
+            column_types={name: pa.string() for name in known},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    for batch in reader:
+        yield {
+            c.name: batch.column(c.name)
+            if c.name in known
+            else pa.nulls(batch.num_rows, pa.string())
+            for c in source.columns
+        }
+
+
+def _split_block(
+    source: Source, values: dict, good, file_name: str, first_row: int, staging_columns
+) -> tuple[bytes, bytes]:
+    """CSV for staging (the good rows, in staging's columns) and for raw (the others, every
+    contract column's original text), each with `_file` and `_row_number`."""
+    import pyarrow.compute as pc
+
+    staged = {name: _staging_value(source, name, values) for name in staging_columns}
+    return (
+        _csv(staged, good, file_name, first_row),
+        _csv(
+            {c.name: values[c.name] for c in source.columns}, pc.invert(good), file_name, first_row
+        ),
+    )
+
+
+def _csv(columns: dict, keep, file_name: str, first_row: int) -> bytes:
+    """The rows of `columns` where `keep`, with `_file` and `_row_number`, as CSV for COPY:
+    text is quoted, so a null (unquoted empty) and an empty text stay apart."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if not keep.true_count:
+        return b""
+    n_rows = len(keep)
+    table = pa.table(
+        {
+            **columns,
+            "_file": pa.array([file_name] * n_rows, pa.string()),
+            "_row_number": pa.array(range(first_row, first_row + n_rows), pa.int64()),
+        }
+    ).filter(keep)
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+    return sink.getvalue()
+
+
+def _staging_value(source: Source, name: str, values: dict):
+    """Staging column `name` as canonical text (STAGING_EXPRESSIONS, for text in the file)."""
+    import pyarrow.compute as pc
+
+    if source.name == "sessions":
+        if name == "session_started_at":
+            return values["session_date"]
+        if name == "session_date":
+            return pc.utf8_slice_codeunits(values["session_date"], 0, 10)
+        if name == "purchase_amount":
+            return pc.fill_null(values["purchase_amount"], "0")
+    return values[name]
+
+
+class _ReadAhead:
+    """A file-like object over an iterator of byte blocks that a thread computes ahead.
+
+    COPY reads it from the calling thread while the next blocks are produced in another
+    (pyarrow releases the GIL); an error in the producer surfaces at the next read.
+    """
+
+    def __init__(self, blocks: Iterator[bytes], depth: int = 4):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(blocks,), daemon=True)
+        self._thread.start()
+
+    def _produce(self, blocks: Iterator[bytes]) -> None:
+        import queue
+
+        try:
+            for block in blocks:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(block, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            item = None
+        except BaseException as error:  # noqa: BLE001 - handed to the reader
+            item = error
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        item = self._queue.get()
+        if item is None:
+            self._queue.put(None)  # every later read sees the end too
+            return b""
+        if isinstance(item, BaseException):
+            self._stop.set()
+            raise item
+        return item
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _loaded_files(conn) -> set[tuple[str, str]]:
@@ -472,9 +818,13 @@ def apply_row_rules(conn, logical_date: datetime) -> dict[str, dict[str, int]]:
     """Split this batch's raw rows into staging (good) and raw.quarantine (bad, with reasons).
 
     Sources are processed parents first, so that a session is checked against the customers
-    of this batch that passed their own rules as well as those already in core. Per source,
-    set-based passes that read and write each good row once:
-    1. check every row (types, emptiness, the source's rules, parents) and cast the rows that
+    of this batch that passed their own rules as well as those already in core. Land sent
+    the rows in canonical form that break no rule of their own straight to staging, and the
+    others to raw. Per source, set-based passes that read and write each good row once:
+    0. rows of staging whose parent is missing go back to raw, with their original text read
+       again from their file, so that the rules below quarantine them; a re-run first
+       removes from staging the rows that an earlier run inserted from raw;
+    1. check every row of raw (types, emptiness, the source's rules, parents) and cast the rows that
        break no rule into staging, in the same pass;
     2. only when staging got fewer rows than raw holds, check again to keep the bad ones, with
        their reasons and original text, in the temporary table `_rejected`;
@@ -489,13 +839,13 @@ def apply_row_rules(conn, logical_date: datetime) -> dict[str, dict[str, int]]:
         # hashes over millions of rows (parents, duplicate keys): keep them in memory
         cur.execute(sql.SQL("set local work_mem = {}").format(sql.Literal(ROW_RULES_WORK_MEM)))
         for source in SOURCES:
-            cur.execute(sql.SQL("truncate {}").format(sql.Identifier("staging", source.name)))
-        for source in SOURCES:
             cur.execute(
                 "delete from raw.quarantine q using raw.batch_files f "
                 "where q.file_sha256 = f.file_sha256 and q.source = f.source and f.source = %s",
                 (source.name,),
             )
+            _undo_earlier_row_rules(cur, source)
+            _return_orphans_to_raw(cur, source)
             cur.execute(_good_rows_sql(source, is_valid, _staging_columns(conn, source)))
             staged = cur.rowcount
             cur.execute(
@@ -510,8 +860,11 @@ def apply_row_rules(conn, logical_date: datetime) -> dict[str, dict[str, int]]:
                 "(_file text, _row_number bigint, reasons text[], record jsonb)"
             )
             duplicates = _move_duplicates(cur, source)
+            cur.execute(
+                sql.SQL("select count(*) from {}").format(sql.Identifier("staging", source.name))
+            )
             counts[source.name] = {
-                "loaded": staged - duplicates,
+                "loaded": cur.fetchone()[0],
                 "quarantined": _insert_quarantined_rows(cur, source, logical_date)
                 if rejected + duplicates
                 else 0,
@@ -519,6 +872,135 @@ def apply_row_rules(conn, logical_date: datetime) -> dict[str, dict[str, int]]:
             cur.execute("drop table _rejected")
             cur.execute(sql.SQL("analyze {}").format(sql.Identifier("staging", source.name)))
     return counts
+
+
+def _undo_earlier_row_rules(cur, source: Source) -> None:
+    """Remove from staging the rows that an earlier run of the row rules inserted from raw:
+    the rules below insert them again (a row is in staging from land, or from raw)."""
+    raw = sql.Identifier("raw", source.name)
+    cur.execute(sql.SQL("select exists (select from {})").format(raw))
+    if cur.fetchone()[0]:
+        cur.execute(
+            sql.SQL(
+                "delete from {staging} s using {raw} r "
+                "where s._file = r._file and s._row_number = r._row_number"
+            ).format(staging=sql.Identifier("staging", source.name), raw=raw)
+        )
+
+
+def _return_orphans_to_raw(cur, source: Source) -> None:
+    """Move the rows of staging whose parent is in neither this batch's staging nor core back
+    to raw, with their original text, for the rules to quarantine with every reason."""
+    if not source.parents:
+        return
+    joins, missing = [], []
+    for index, (column, parent_name) in enumerate(source.parents):
+        parent = SOURCES_BY_NAME[parent_name]
+        aliases = []
+        for schema in ("staging", "core"):
+            alias = sql.Identifier(f"{schema}_{index}")
+            aliases.append(alias)
+            joins.append(
+                sql.SQL("left join {table} {alias} on {alias}.{pk} = s.{column}").format(
+                    table=sql.Identifier(schema, parent.name),
+                    alias=alias,
+                    pk=sql.Identifier(parent.key),
+                    column=sql.Identifier(column),
+                )
+            )
+        missing.append(
+            sql.SQL("(s.{column} is not null and {a}.{pk} is null and {b}.{pk} is null)").format(
+                column=sql.Identifier(column),
+                a=aliases[0],
+                b=aliases[1],
+                pk=sql.Identifier(parent.key),
+            )
+        )
+    cur.execute("drop table if exists _to_raw")
+    cur.execute(
+        sql.SQL(
+            "create temp table _to_raw as select s._file, s._row_number from {staging} s {joins} "
+            "where {missing}"
+        ).format(
+            staging=sql.Identifier("staging", source.name),
+            joins=sql.SQL(" ").join(joins),
+            missing=sql.SQL(" or ").join(missing),
+        )
+    )
+    if cur.rowcount:
+        _copy_rows_back_to_raw(cur, source)
+        cur.execute(
+            sql.SQL(
+                "delete from {staging} s using _to_raw t "
+                "where s._file = t._file and s._row_number = t._row_number"
+            ).format(staging=sql.Identifier("staging", source.name))
+        )
+    cur.execute("drop table _to_raw")
+
+
+def _return_later_duplicates_to_raw(cur, source: Source) -> None:
+    """Copy to raw the original text of the later rows of each key in `_duplicated` that came
+    straight from land, so that `_mark_duplicates_sql` quarantines them with it."""
+    cur.execute("drop table if exists _to_raw")
+    cur.execute(
+        sql.SQL(
+            """
+            create temp table _to_raw as
+            select ranked._file, ranked._row_number
+            from (
+                select s._file, s._row_number,
+                       row_number() over (
+                           partition by s.{key} order by s._file collate "C", s._row_number
+                       ) as key_rank
+                from {staging} s
+                join _duplicated d on d.{key} = s.{key}
+            ) ranked
+            where ranked.key_rank > 1
+              and not exists (
+                  select from {raw} r
+                  where r._file = ranked._file and r._row_number = ranked._row_number
+              )
+            """
+        ).format(
+            key=sql.Identifier(source.key),
+            staging=sql.Identifier("staging", source.name),
+            raw=sql.Identifier("raw", source.name),
+        )
+    )
+    if cur.rowcount:
+        _copy_rows_back_to_raw(cur, source)
+    cur.execute("drop table _to_raw")
+
+
+def _copy_rows_back_to_raw(cur, source: Source) -> None:
+    """COPY into raw the original text of the rows listed in `_to_raw` (_file, _row_number),
+    read again from their files (which must still hold the content that was landed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cur.execute(
+        "select f.file_name, f.file_path, f.file_sha256, array_agg(t._row_number) "
+        "from _to_raw t join raw.batch_files f on f.file_name = t._file and f.source = %s "
+        "group by 1, 2, 3",
+        (source.name,),
+    )
+    for file_name, file_path, sha, row_numbers in cur.fetchall():
+        path = Path(file_path)
+        if not path.is_file() or file_sha256(path) != sha:
+            raise RuntimeError(
+                f"{file_path} changed or went away since it was landed: run the ingestion again"
+            )
+        wanted = pa.array(row_numbers, pa.int64())
+        chunks, first_row = [], 1
+        for values in _read_file_values(source, path, read_header(path, source)):
+            n_rows = len(values[source.columns[0].name])
+            numbers = pa.array(range(first_row, first_row + n_rows), pa.int64())
+            keep = pc.is_in(numbers, value_set=wanted)
+            chunks.append(
+                _csv({c.name: values[c.name] for c in source.columns}, keep, file_name, first_row)
+            )
+            first_row += n_rows
+        _copy_original_text(cur, source, io.BytesIO(b"".join(chunks)))
 
 
 def _rule_columns(source: Source) -> set[str]:
@@ -754,6 +1236,7 @@ def _move_duplicates(cur, source: Source) -> int:
             ).format(key=key, staging=staging)
         )
         if cur.rowcount:
+            _return_later_duplicates_to_raw(cur, source)
             cur.execute(_mark_duplicates_sql(source))
             moved = cur.rowcount
         cur.execute("drop table _duplicated")
@@ -842,6 +1325,45 @@ def merge_into_core(conn) -> dict[str, dict[str, int]]:
                 counts[source.name] = _upsert(cur, source, core, staging, columns)
             cur.execute(sql.SQL("analyze {}").format(core))
     return counts
+
+
+class AuditFailed(Exception):
+    """The audit of staging failed, so the merge into core was rolled back."""
+
+    def __init__(self, summary):
+        self.summary = summary
+        super().__init__(summary.describe())
+
+
+def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, dict]:
+    """Merge staging into core in `conn`'s transaction while `audit` runs in a thread; the
+    merge stands only if the audit passed.
+
+    Both only read staging, and the audit (Great Expectations) has its own connection, so
+    they can run side by side: the step takes about the longer of the two instead of their
+    sum. `audit` returns a summary with a `success` flag (validation.ValidationSummary).
+    Returns (summary, merge counts) with the merge still uncommitted, for the caller to
+    commit. When the audit fails, the merge is rolled back and AuditFailed raised; when
+    either raises, the merge is rolled back and the error raised: core is left untouched.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit") as pool:
+        audited = pool.submit(audit)
+        try:
+            counts = merge_into_core(conn)
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            summary = audited.result()
+        except BaseException:
+            conn.rollback()
+            raise
+    if not summary.success:
+        conn.rollback()
+        raise AuditFailed(summary)
+    return summary, counts
 
 
 @contextmanager

@@ -545,3 +545,143 @@ def test_an_older_warehouse_gets_its_ids_in_c_and_keeps_its_rows_and_keys(databa
         assert {"core.sessions_pkey", "core.sessions_customer_date_idx"} <= indexes
         with pytest.raises(psycopg2.errors.UniqueViolation):
             cur.execute("insert into core.sessions values ('S1', 'C3', '2024-01-03')")
+
+
+def quarantine_rows(url: str) -> list[tuple]:
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select file_name, row_number, reasons, record from raw.quarantine "
+            "order by file_name, row_number"
+        )
+        return cur.fetchall()
+
+
+def staging_rows(url: str, source: str) -> list[tuple]:
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"select * from staging.{source} order by _file, _row_number")
+        return cur.fetchall()
+
+
+@pytest.mark.integration
+def test_rows_quarantined_after_going_straight_to_staging_keep_their_original_text(
+    database_url, tmp_path
+):
+    # canonical rows that break no rule of their own: land sends them straight to staging,
+    # and the row rules find the missing parent or the repeated key there
+    case = Case(
+        "straight to staging, then quarantined",
+        {
+            "sessions": ["S9,C404,2024-02-06,P1,10,FALSE,", "S1,C2,2024-02-07,P2,3,No,"],
+            "events": ["E9,S404,C404,2024-02-01 10:03:00,view,P1,"],
+        },
+    )
+    ingest_directory(database_url, write_files(tmp_path / "in", case))
+    assert quarantine_rows(database_url) == [
+        (
+            "events.csv",
+            3,
+            [
+                "session_id: no sessions row has this session_id",
+                "customer_id: no customers row has this customer_id",
+            ],
+            {
+                "event_id": "E9",
+                "session_id": "S404",
+                "customer_id": "C404",
+                "event_time": "2024-02-01 10:03:00",
+                "event_type": "view",
+                "product_id": "P1",
+            },
+        ),
+        (
+            "sessions.csv",
+            6,
+            ["customer_id: no customers row has this customer_id"],
+            {
+                "session_id": "S9",
+                "customer_id": "C404",
+                "session_date": "2024-02-06",
+                "product_viewed": "P1",
+                "browsing_time_sec": "10",
+                "purchase_made": "FALSE",
+            },
+        ),
+        (
+            "sessions.csv",
+            7,
+            ["session_id: duplicate of sessions.csv row 1"],
+            {
+                "session_id": "S1",
+                "customer_id": "C2",
+                "session_date": "2024-02-07",
+                "product_viewed": "P2",
+                "browsing_time_sec": "3",
+                "purchase_made": "No",
+            },
+        ),
+    ]
+    assert core_counts(database_url) == GOOD_COUNTS
+
+
+@pytest.mark.integration
+def test_running_the_row_rules_again_on_a_landed_batch_gives_the_same_batch(database_url, tmp_path):
+    # an Airflow retry or clear of apply_row_rules: land's staging rows are not landed again
+    case = Case(
+        "mixed",
+        {
+            "sessions": [
+                "S9,C404,2024-02-06,P1,10,false,0",  # straight to staging, orphan
+                "S1,C2,2024-02-06,P1,1,false,0",  # straight to staging, duplicate
+                "S8,C2, 2024-02-06 ,P1,1,false,0",  # to raw (spaces), good
+                "S8,C3,2024-02-07,P1,1,false,0",  # straight to staging, duplicate of raw's
+                "S7,C1,2024-02-06,P1,-1,false,0",  # to raw, bad
+            ]
+        },
+    )
+    directory = write_files(tmp_path / "in", case)
+    with connect(database_url) as conn:
+        ingest.land_files(conn, directory)
+    runs = []
+    for _ in range(2):
+        with connect(database_url) as conn:
+            counts = ingest.apply_row_rules(conn, LOGICAL_DATE)
+        runs.append((counts, staging_rows(database_url, "sessions"), quarantine_rows(database_url)))
+    assert runs[0] == runs[1]
+    counts, staged, quarantined = runs[0]
+    assert counts["sessions"] == {"loaded": 6, "quarantined": 4}
+    assert [row[0] for row in staged] == ["S1", "S2", "S3", "S4", "S5", "S8"]
+    assert [(row[1], row[2]) for row in quarantined] == [
+        (6, ["customer_id: no customers row has this customer_id"]),
+        (7, ["session_id: duplicate of sessions.csv row 1"]),
+        (9, ["session_id: duplicate of sessions.csv row 8"]),
+        (10, ["browsing_time_sec: must be >= 0"]),
+    ]
+
+
+@pytest.mark.integration
+def test_a_file_changed_after_landing_stops_the_row_rules_that_need_its_text(
+    database_url, tmp_path
+):
+    case = Case("orphan", {"sessions": ["S9,C404,2024-02-06,P1,10,false,0"]})
+    directory = write_files(tmp_path / "in", case)
+    with connect(database_url) as conn:
+        ingest.land_files(conn, directory)
+    sessions = directory / "sessions.csv"
+    sessions.write_text(sessions.read_text().replace("S9,C404", "S9,C405"))
+    changed = "sessions.csv changed or went away since it was landed"
+    with pytest.raises(RuntimeError, match=changed), connect(database_url) as conn:
+        ingest.apply_row_rules(conn, LOGICAL_DATE)
+
+
+@pytest.mark.integration
+def test_a_gzip_file_is_screened_like_the_plain_one(database_url, tmp_path):
+    case = Case("orphan", {"sessions": ["S9,C404,2024-02-06,P1,10,false,0"]})
+    directory = write_files(tmp_path / "in", case)
+    sessions = directory / "sessions.csv"
+    (directory / "sessions.csv.gz").write_bytes(gzip.compress(sessions.read_bytes()))
+    sessions.unlink()
+    ingest_directory(database_url, directory)
+    assert core_counts(database_url) == GOOD_COUNTS
+    assert [row[:3] for row in quarantine_rows(database_url)] == [
+        ("sessions.csv.gz", 6, ["customer_id: no customers row has this customer_id"])
+    ]

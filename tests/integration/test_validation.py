@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from psycopg2 import sql
 
-from ecom_insights import contract, warehouse
+from ecom_insights import contract, ingest, warehouse
 from ecom_insights.config import PROJECT_ROOT
 from ecom_insights.validation import load_suite, suite_path, validate_staging
 
@@ -283,3 +284,91 @@ def test_a_suite_with_an_unreadable_expectation_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="cannot read"):
         load_suite(tmp_path, "products")
+
+
+def core_counts(url: str) -> dict[str, int]:
+    with warehouse.connect(url) as conn, conn.cursor() as cursor:
+        counts = {}
+        for table in STAGING_TABLES:
+            cursor.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("core", table)))
+            counts[table] = cursor.fetchone()[0]
+        return counts
+
+
+def audit_seeing_the_merge(url: str, data_docs_dir: Path, seen: dict):
+    """The real audit, which first waits (on its own connection) until the merge holds its
+    lock on core.events, the last table it merges: proof that the two run side by side.
+    (It must not read core: the first load's merge holds core's tables locked until it
+    commits, which it does only after the audit returns.)"""
+
+    def audit():
+        with warehouse.connect(url) as conn, conn.cursor() as cursor:
+            for _ in range(600):
+                cursor.execute(
+                    "select exists (select from pg_locks where relation = 'core.events'::regclass"
+                    " and pid <> pg_backend_pid() and granted)"
+                )
+                if cursor.fetchone()[0]:
+                    seen["merge_running"] = True
+                    break
+                time.sleep(0.1)
+        return validate_staging(
+            url, STAGING_TABLES, gx_root=GX_ROOT, data_docs_dir=data_docs_dir, run_name="beside"
+        )
+
+    return audit
+
+
+def test_a_failed_audit_rolls_back_the_merge_that_ran_beside_it(database_url, tmp_path):
+    with warehouse.connect(database_url) as conn:
+        ingest.ensure_schema(conn)
+    batch = {**CLEAN_BATCH, "customers": CLEAN_BATCH["customers"] + BREACHES["customers"]}
+    load_staging(database_url, batch)
+    seen: dict = {}
+
+    audit = audit_seeing_the_merge(database_url, tmp_path / "data_docs", seen)
+    with pytest.raises(ingest.AuditFailed) as failure, warehouse.connect(database_url) as conn:
+        ingest.merge_into_core_once_audited(conn, audit)
+
+    assert seen == {"merge_running": True}
+    assert "customers.age: expect_column_values_to_be_between" in str(failure.value)
+    assert not failure.value.summary.success
+    assert core_counts(database_url) == dict.fromkeys(STAGING_TABLES, 0)
+
+
+def test_a_passed_audit_lets_the_merge_beside_it_commit(database_url, tmp_path):
+    with warehouse.connect(database_url) as conn:
+        ingest.ensure_schema(conn)
+    load_staging(database_url, CLEAN_BATCH)
+    seen: dict = {}
+
+    audit = audit_seeing_the_merge(database_url, tmp_path / "data_docs", seen)
+    with warehouse.connect(database_url) as conn:
+        summary, merged = ingest.merge_into_core_once_audited(conn, audit)
+
+    assert seen == {"merge_running": True}
+    assert summary.success
+    assert {table: counts["inserted"] for table, counts in merged.items()} == {
+        table: len(rows) for table, rows in CLEAN_BATCH.items()
+    }
+    assert core_counts(database_url) == {table: len(rows) for table, rows in CLEAN_BATCH.items()}
+
+
+def test_an_audit_that_cannot_run_rolls_back_the_merge(database_url, tmp_path):
+    with warehouse.connect(database_url) as conn:
+        ingest.ensure_schema(conn)
+    load_staging(database_url, CLEAN_BATCH)
+
+    def audit():
+        return validate_staging(
+            database_url,
+            STAGING_TABLES,
+            gx_root=tmp_path / "no_suites",
+            data_docs_dir=tmp_path / "data_docs",
+            run_name="no_suites",
+        )
+
+    missing = pytest.raises(FileNotFoundError, match="No expectation suite")
+    with missing, warehouse.connect(database_url) as conn:
+        ingest.merge_into_core_once_audited(conn, audit)
+    assert core_counts(database_url) == dict.fromkeys(STAGING_TABLES, 0)

@@ -41,6 +41,8 @@ create unlogged table if not exists raw.batch_files (
     source       text  not null,
     file_name    text  not null,
     file_sha256  text  not null,
+    -- where the row rules re-read the original text of a row that went straight to staging
+    file_path    text  not null,
     primary key (source, file_name)
 );
 
