@@ -888,34 +888,50 @@ def _undo_earlier_row_rules(cur, source: Source) -> None:
         )
 
 
+def _parent_lookups(
+    source: Source, row: str
+) -> tuple[list[sql.Composable], list[tuple[sql.Composable, str]]]:
+    """For each parent of `source`: left joins of the rows aliased `row` to the parent's rows
+    in staging and in core, and the condition that neither holds the row's parent key, with
+    its reason. The parent's key is unique in staging (after its own row rules) and in core:
+    each left join finds at most one row."""
+    joins, missing = [], []
+    for index, (column, parent_name) in enumerate(source.parents):
+        parent = SOURCES_BY_NAME[parent_name]
+        in_staging, in_core = sql.Identifier(f"staging_{index}"), sql.Identifier(f"core_{index}")
+        for alias, schema in ((in_staging, "staging"), (in_core, "core")):
+            joins.append(
+                sql.SQL("left join {table} {alias} on {alias}.{pk} = {row}.{column}").format(
+                    table=sql.Identifier(schema, parent.name),
+                    alias=alias,
+                    pk=sql.Identifier(parent.key),
+                    row=sql.Identifier(row),
+                    column=sql.Identifier(column),
+                )
+            )
+        missing.append(
+            (
+                sql.SQL(
+                    "{row}.{column} is not null and {staged}.{pk} is null and {core}.{pk} is null"
+                ).format(
+                    row=sql.Identifier(row),
+                    column=sql.Identifier(column),
+                    staged=in_staging,
+                    core=in_core,
+                    pk=sql.Identifier(parent.key),
+                ),
+                f"{column}: no {parent.name} row has this {parent.key}",
+            )
+        )
+    return joins, missing
+
+
 def _return_orphans_to_raw(cur, source: Source) -> None:
     """Move the rows of staging whose parent is in neither this batch's staging nor core back
     to raw, with their original text, for the rules to quarantine with every reason."""
     if not source.parents:
         return
-    joins, missing = [], []
-    for index, (column, parent_name) in enumerate(source.parents):
-        parent = SOURCES_BY_NAME[parent_name]
-        aliases = []
-        for schema in ("staging", "core"):
-            alias = sql.Identifier(f"{schema}_{index}")
-            aliases.append(alias)
-            joins.append(
-                sql.SQL("left join {table} {alias} on {alias}.{pk} = s.{column}").format(
-                    table=sql.Identifier(schema, parent.name),
-                    alias=alias,
-                    pk=sql.Identifier(parent.key),
-                    column=sql.Identifier(column),
-                )
-            )
-        missing.append(
-            sql.SQL("(s.{column} is not null and {a}.{pk} is null and {b}.{pk} is null)").format(
-                column=sql.Identifier(column),
-                a=aliases[0],
-                b=aliases[1],
-                pk=sql.Identifier(parent.key),
-            )
-        )
+    joins, missing = _parent_lookups(source, "s")
     cur.execute("drop table if exists _to_raw")
     cur.execute(
         sql.SQL(
@@ -924,7 +940,7 @@ def _return_orphans_to_raw(cur, source: Source) -> None:
         ).format(
             staging=sql.Identifier("staging", source.name),
             joins=sql.SQL(" ").join(joins),
-            missing=sql.SQL(" or ").join(missing),
+            missing=sql.SQL(" or ").join(sql.SQL("({})").format(c) for c, _ in missing),
         )
     )
     if cur.rowcount:
@@ -1083,34 +1099,8 @@ def _checked_rows(
             )
     for condition, reason in _row_rules(source):
         reasons.append((sql.SQL(condition), sql.Literal(reason)))
-    parent_joins = []
-    for index, (column, parent_name) in enumerate(source.parents):
-        parent = SOURCES_BY_NAME[parent_name]
-        # the parent's key is unique in staging (after its own row rules) and in core: each
-        # left join finds at most one row
-        in_staging, in_core = sql.Identifier(f"staged_{index}"), sql.Identifier(f"core_{index}")
-        for alias, schema in ((in_staging, "staging"), (in_core, "core")):
-            parent_joins.append(
-                sql.SQL("left join {table} {alias} on {alias}.{pk} = t.{column}").format(
-                    table=sql.Identifier(schema, parent.name),
-                    alias=alias,
-                    pk=sql.Identifier(parent.key),
-                    column=sql.Identifier(column),
-                )
-            )
-        reasons.append(
-            (
-                sql.SQL(
-                    "t.{column} is not null and {staged}.{pk} is null and {core}.{pk} is null"
-                ).format(
-                    column=sql.Identifier(column),
-                    staged=in_staging,
-                    core=in_core,
-                    pk=sql.Identifier(parent.key),
-                ),
-                sql.Literal(f"{column}: no {parent.name} row has this {parent.key}"),
-            )
-        )
+    parent_joins, missing = _parent_lookups(source, "t")
+    reasons += [(condition, sql.Literal(reason)) for condition, reason in missing]
     rows = sql.SQL(
         """
         from (

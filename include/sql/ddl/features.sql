@@ -94,6 +94,21 @@ as $$
     end
 $$;
 
+-- An array of counts with `amount` added to its element number `element`, or appended as a
+-- new element when `element` is NULL (a value not counted yet); `counts` may be NULL (nothing
+-- counted). A day's new category in the roll-forward, counted in place.
+create or replace function marts.add_at(counts bigint[], element integer, amount bigint)
+returns bigint[]
+language sql
+immutable
+parallel safe
+as $$
+    select case
+        when element is null then coalesce(counts, '{}') || amount
+        else counts[:element - 1] || (counts[element] + amount) || counts[element + 1:]
+    end
+$$;
+
 -- The additive state behind marts.customer_features: per customer, the counts and sums that
 -- the features are ratios or picks of, as of a date. A day's roll-forward adds that day's
 -- sessions and events to it instead of reading each changed customer's whole history.

@@ -115,18 +115,8 @@ one_new_category as (
             when i.position is null then coalesce(b.categories, '{}') || n.category
             else b.categories
         end as categories,
-        case
-            when i.position is null then coalesce(b.category_sessions, '{}') || n.sessions
-            else b.category_sessions[:i.position - 1]
-                || (b.category_sessions[i.position] + n.sessions)
-                || b.category_sessions[i.position + 1:]
-        end as category_sessions,
-        case
-            when i.position is null then coalesce(b.category_purchases, '{}') || n.purchases
-            else b.category_purchases[:i.position - 1]
-                || (b.category_purchases[i.position] + n.purchases)
-                || b.category_purchases[i.position + 1:]
-        end as category_purchases,
+        marts.add_at(b.category_sessions, i.position, n.sessions) as category_sessions,
+        marts.add_at(b.category_purchases, i.position, n.purchases) as category_purchases,
         case
             when b.top_category is null or b.top_category = n.category then n.category
             when (coalesce(b.category_sessions[i.position], 0) + n.sessions,
