@@ -10,20 +10,23 @@ The features are read off an additive state per customer
 (`intermediate.int_customer_feature_state`: counts, sums, trailing windows, counts per
 category, hour and weekday, and the modes picked from them), versioned by date: the
 partition for V holds the versions written at V. A snapshot at D reads each customer's
-latest version in [base_date, D], where base_date is the full build it chains from; the
-columns that depend on D alone (tenure, recency, the calendar) are computed when it is read.
-Two ways to write a snapshot, with identical results (a test holds them to it):
+latest version V in [base_date, D], where base_date is the full build it chains from: exact
+at D but for the trailing windows, which are those at V and are moved to D when the snapshot
+is read (ddl/feature_window_moves.sql), when the columns that depend on D alone (tenure,
+recency, the calendar) are computed too. Two ways to write a snapshot, with identical
+results (tests hold them to it):
 - `build_features`: every customer's state from their whole history up to D
   (int_customer_feature_state.sql), registered with base_date = D;
 - `roll_forward_features`: from the snapshot at P < D, when the new data lies in (P, D]: a
-  version at D for the customers whose state moves, those with activity (or their signup)
-  in (P, D] and those with a session that slides out of a trailing window, from their state
-  at P plus those days' sessions and events only (int_customer_feature_state_roll_forward.sql),
-  registered with P's base_date. Its cost follows the days' data, not the customer base.
+  version at D for the customers with activity (or their signup) in (P, D] only, from their
+  latest version plus those days' sessions and events
+  (int_customer_feature_state_roll_forward.sql), registered with P's base_date. Its cost
+  follows the days' data, not the customer base.
 
 A state version and its registry row are written in one transaction: readers see the old
-snapshot or the new one, never half of one. State partitions that no registered snapshot
-reads (base_date <= V <= as_of_date) are dropped.
+snapshot or the new one, never half of one; the new partition is vacuumed after the commit.
+State partitions that no registered snapshot reads (base_date <= V <= as_of_date) are
+dropped.
 """
 
 from __future__ import annotations
@@ -236,7 +239,7 @@ def build_features(conn, as_of: date) -> SnapshotBuild:
 
 def roll_forward_features(conn, as_of: date, previous: date | None = None) -> SnapshotBuild:
     """Build the snapshot at `as_of` from the one at `previous` (default: the latest before
-    `as_of`), writing state versions only for the customers whose state moves in between.
+    `as_of`), writing state versions only for the customers with new data in between.
 
     Correct when no data dated on or before `previous` has arrived since that snapshot was
     built; otherwise use `build_features` (the feature DAG decides from the asset events).
