@@ -109,6 +109,25 @@ as $$
     end
 $$;
 
+-- The mode of a set of counts after one value's count grew to `value_count`, from the mode
+-- before (`mode`, NULL when nothing was counted, with `mode_count`): no other count moved, so
+-- it is the old mode or that value; a tie goes to the first in byte order, as the full build
+-- picks. A day's new category in the roll-forward.
+create or replace function marts.mode_after_adding(
+    mode text, mode_count bigint, value text, value_count bigint
+)
+returns text
+language sql
+immutable
+parallel safe
+as $$
+    select case
+        when mode is null or mode = value then value
+        when (value_count, mode collate "C") > (mode_count, value collate "C") then value
+        else mode
+    end
+$$;
+
 -- The additive state behind marts.customer_features: per customer, the counts and sums that
 -- the features are ratios or picks of, as of a date. A day's roll-forward adds that day's
 -- sessions and events to it instead of reading each changed customer's whole history.

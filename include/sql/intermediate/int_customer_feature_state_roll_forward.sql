@@ -117,25 +117,20 @@ one_new_category as (
         end as categories,
         marts.add_at(b.category_sessions, i.position, n.sessions) as category_sessions,
         marts.add_at(b.category_purchases, i.position, n.purchases) as category_purchases,
-        case
-            when b.top_category is null or b.top_category = n.category then n.category
-            when (coalesce(b.category_sessions[i.position], 0) + n.sessions,
-                  b.top_category collate "C")
-                > (b.category_sessions[array_position(b.categories, b.top_category)],
-                   n.category collate "C")
-                then n.category
-            else b.top_category
-        end as top_category,
+        marts.mode_after_adding(
+            b.top_category,
+            b.category_sessions[array_position(b.categories, b.top_category)],
+            n.category,
+            coalesce(b.category_sessions[i.position], 0) + n.sessions
+        ) as top_category,
         case
             when n.purchases = 0 then b.favourite_category
-            when b.favourite_category is null or b.favourite_category = n.category
-                then n.category
-            when (coalesce(b.category_purchases[i.position], 0) + n.purchases,
-                  b.favourite_category collate "C")
-                > (b.category_purchases[array_position(b.categories, b.favourite_category)],
-                   n.category collate "C")
-                then n.category
-            else b.favourite_category
+            else marts.mode_after_adding(
+                b.favourite_category,
+                b.category_purchases[array_position(b.categories, b.favourite_category)],
+                n.category,
+                coalesce(b.category_purchases[i.position], 0) + n.purchases
+            )
         end as favourite_category
     from new_category_counts as n
     join customers_by_new_categories as k on k.customer_id = n.customer_id and k.has_one
