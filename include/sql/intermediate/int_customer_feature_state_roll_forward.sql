@@ -16,7 +16,7 @@ with
 
 -- import
 changed as materialized (
-    -- one list for every lookup below (an array repeated in each filter costs planning time)
+    -- the customers whose base version is looked up below, one row each
     select unnest(%(changed_customer_ids)s::text[]) as customer_id
 ),
 
