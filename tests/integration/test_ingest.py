@@ -635,6 +635,8 @@ def test_running_the_row_rules_again_on_a_landed_batch_gives_the_same_batch(data
                 "S8,C2, 2024-02-06 ,P1,1,false,0",  # to raw (spaces), good
                 "S8,C3,2024-02-07,P1,1,false,0",  # straight to staging, duplicate of raw's
                 "S7,C1,2024-02-06,P1,-1,false,0",  # to raw, bad
+                "S6,C1,2024-02-06,P1,1,false,0",  # straight to staging, good
+                "S6,C2, 2024-02-06 ,P1,1,false,0",  # to raw, duplicate of staging's
             ]
         },
     )
@@ -648,13 +650,14 @@ def test_running_the_row_rules_again_on_a_landed_batch_gives_the_same_batch(data
         runs.append((counts, staging_rows(database_url, "sessions"), quarantine_rows(database_url)))
     assert runs[0] == runs[1]
     counts, staged, quarantined = runs[0]
-    assert counts["sessions"] == {"loaded": 6, "quarantined": 4}
-    assert [row[0] for row in staged] == ["S1", "S2", "S3", "S4", "S5", "S8"]
+    assert counts["sessions"] == {"loaded": 7, "quarantined": 5}
+    assert [row[0] for row in staged] == ["S1", "S2", "S3", "S4", "S5", "S8", "S6"]
     assert [(row[1], row[2]) for row in quarantined] == [
         (6, ["customer_id: no customers row has this customer_id"]),
         (7, ["session_id: duplicate of sessions.csv row 1"]),
         (9, ["session_id: duplicate of sessions.csv row 8"]),
         (10, ["browsing_time_sec: must be >= 0"]),
+        (12, ["session_id: duplicate of sessions.csv row 11"]),
     ]
 
 

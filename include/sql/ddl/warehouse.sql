@@ -43,6 +43,9 @@ create unlogged table if not exists raw.batch_files (
     file_sha256  text  not null,
     -- where the row rules re-read the original text of a row that went straight to staging
     file_path    text  not null,
+    -- set once the row rules have put this source's good raw rows into staging: a re-run of
+    -- the rules must take them out first (and need not look for them otherwise)
+    rules_applied  boolean  not null default false,
     primary key (source, file_name)
 );
 
