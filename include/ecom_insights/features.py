@@ -260,29 +260,23 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
         later > as_of and base <= as_of for later, base in bases.items()
     ):
         return build_features(conn, as_of)
-    changed = changed_customers(conn, previous, as_of)
     with conn.cursor() as cur:
         _set_build_settings(cur)
         # The planner estimates the query's CTEs at 200 rows and sorts each of them for a
         # chain of merge joins; hash joins take 0.34 s instead of 0.41-0.51 s at 100,000
         # customers (docs/benchmarks.md).
         cur.execute("set local enable_mergejoin = off")
-        _write_state(
+        recomputed = _write_state(
             cur,
             as_of,
             _sql("intermediate/int_customer_feature_state_roll_forward.sql"),
-            {
-                "as_of_date": as_of,
-                "previous_date": previous,
-                "base_date": bases[previous],
-                "changed_customer_ids": changed,
-            },
+            {"as_of_date": as_of, "previous_date": previous, "base_date": bases[previous]},
         )
         rows = _snapshot_rows(cur, as_of)
-        _register(cur, as_of, bases[previous], "incremental", previous, len(changed))
+        _register(cur, as_of, bases[previous], "incremental", previous, recomputed)
     _drop_unread_state(conn)
     _vacuum_state(conn, as_of)
-    return SnapshotBuild(as_of, "incremental", rows, len(changed), previous)
+    return SnapshotBuild(as_of, "incremental", rows, recomputed, previous)
 
 
 def refresh_features(
@@ -315,7 +309,8 @@ def refresh_features(
 
 
 def changed_customers(conn, previous: date, as_of: date) -> list[str]:
-    """Customers with a session, an event or their signup in (previous, as_of]."""
+    """Customers with a session or an event in (previous, as_of]: those whose state a
+    roll-forward from `previous` to `as_of` recomputes (its query finds them itself)."""
     with conn.cursor() as cur:
         cur.execute(
             """
@@ -324,9 +319,6 @@ def changed_customers(conn, previous: date, as_of: date) -> list[str]:
             union
             select customer_id from core.events
             where event_time >= %(previous)s::date + 1 and event_time < %(as_of)s::date + 1
-            union
-            select customer_id from core.customers
-            where signup_date > %(previous)s and signup_date <= %(as_of)s
             """,
             {"previous": previous, "as_of": as_of},
         )
@@ -403,16 +395,17 @@ def _drop_unread_state(conn) -> None:
                 )
 
 
-def _write_state(cur, as_of: date, query: str, params: dict) -> None:
+def _write_state(cur, as_of: date, query: str, params: dict) -> int:
     """Fill a standalone table with the query's state rows, give it the state table's NOT
     NULL columns and primary key, and swap it in as the partition for `as_of` (replacing
-    any)."""
+    any). Returns the number of rows."""
     partition = f"{STATE_TABLE}_{as_of:%Y%m%d}"
     building = sql.Identifier("intermediate", f"{partition}_building")
     target = sql.Identifier("intermediate", partition)
     cur.execute(sql.SQL("drop table if exists {}").format(building))
     # CREATE TABLE AS, not INSERT ... SELECT: only the former runs its query in parallel
     cur.execute(sql.SQL("create table {} as {}").format(building, sql.SQL(query)), params)
+    rows = cur.rowcount
     # ATTACH requires the parent's NOT NULL constraints (and the types, which it checks)
     cur.execute(
         "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
@@ -452,6 +445,7 @@ def _write_state(cur, as_of: date, query: str, params: dict) -> None:
             sql.Identifier("intermediate", STATE_TABLE), target, sql.Literal(as_of)
         )
     )
+    return rows
 
 
 def data_end(conn) -> date | None:

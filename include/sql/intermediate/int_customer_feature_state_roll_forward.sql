@@ -5,21 +5,15 @@
 -- trailing windows are those of V moved to D (intermediate.int_customer_window_moves) plus
 -- the new sessions'. Every other customer keeps their latest version, exact at D in all but
 -- the trailing windows, which the mart's view moves to D when it reads them. Correct only
--- when no data dated on or before P arrived after the state at P was written. Bound
--- parameters:
---   as_of_date            D
---   previous_date         P, a registered snapshot (P < D)
---   base_date             the full build that the snapshot at P chains from (<= P)
---   changed_customer_ids  the customers with a session, an event or a signup in (P, D]
+-- when no data dated on or before P arrived after the state at P was written. A signup
+-- alone changes no state (days_since_signup is the view's). Bound parameters:
+--   as_of_date     D
+--   previous_date  P, a registered snapshot (P < D)
+--   base_date      the full build that the snapshot at P chains from (<= P)
 
 with
 
 -- import
-changed as materialized (
-    -- the customers whose base version is looked up below, one row each
-    select unnest(%(changed_customer_ids)s::text[]) as customer_id
-),
-
 new_sessions as materialized (
     -- the new sessions' categories (their counts and sums come from session_totals)
     select
@@ -54,6 +48,22 @@ session_totals as (
     from intermediate.int_customer_session_totals(
         %(previous_date)s::date, %(as_of_date)s::date
     )
+),
+
+event_totals as (
+    select
+        customer_id,
+        count(*) as events,
+        count(*) filter (where event_type = 'view') as view_events
+    from new_events
+    group by customer_id
+),
+
+changed as materialized (
+    -- the customers with a session or an event in (P, D], one row each: they get a version
+    select customer_id from session_totals
+    union
+    select customer_id from event_totals
 ),
 
 base as (
@@ -191,15 +201,6 @@ categories as (
     select * from several_new_categories
 ),
 
-event_totals as (
-    select
-        customer_id,
-        count(*) as events,
-        count(*) filter (where event_type = 'view') as view_events
-    from new_events
-    group by customer_id
-),
-
 new_carts as materialized (
     -- the sessions with a cart event in (P, D]
     select distinct customer_id, session_id
@@ -230,15 +231,6 @@ new_cart_sessions as (
           and e.customer_id = n.customer_id
     )
     group by n.customer_id
-),
-
-customers as (
-    -- the changed customers with any data up to D (a signup alone gives no state)
-    select customer_id from session_totals
-    union
-    select customer_id from event_totals
-    union
-    select customer_id from base
 ),
 
 habits as materialized (
@@ -334,7 +326,7 @@ rolled as (
         coalesce(b.view_events, 0) + coalesce(e.view_events, 0) as view_events,
         coalesce(b.sessions_with_cart_event, 0) + coalesce(cs.sessions_with_cart_event, 0)
             as sessions_with_cart_event
-    from customers as k
+    from changed as k
     left join base as b on b.customer_id = k.customer_id
     left join session_totals as s on s.customer_id = k.customer_id
     left join window_moves as w
