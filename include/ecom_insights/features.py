@@ -63,6 +63,11 @@ MAX_CHAIN_VERSIONS = 8
 # sessions of the days that cross a window edge since the full build, five such days per day
 # spanned (docs/features.md). 14 = a full build every other week under weekly refreshes.
 MAX_CHAIN_DAYS = 14
+# The roll-forward computes its customers in this many parts side by side, each part on a
+# connection of its own: PostgreSQL runs the roll-forward's query (materialized CTEs, a
+# lookup per customer) in one process, so the parts are what puts the machine's other cores
+# to work (2 here, as max_parallel_workers_per_gather gives the full build).
+ROLL_FORWARD_PARTS = 2
 
 
 @dataclass(frozen=True)
@@ -260,17 +265,23 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
         later > as_of and base <= as_of for later, base in bases.items()
     ):
         return build_features(conn, as_of)
+    # the parts' connections read the views and functions that ensure_feature_models may
+    # just have replaced: its locks must not wait for them
+    conn.commit()
     with conn.cursor() as cur:
-        _set_build_settings(cur)
-        # The planner estimates the query's CTEs at 200 rows and sorts each of them for a
-        # chain of merge joins; hash joins take 0.34 s instead of 0.41-0.51 s at 100,000
-        # customers (docs/benchmarks.md).
-        cur.execute("set local enable_mergejoin = off")
+        _set_roll_forward_settings(cur)
         recomputed = _write_state(
             cur,
             as_of,
             _sql("intermediate/int_customer_feature_state_roll_forward.sql"),
-            {"as_of_date": as_of, "previous_date": previous, "base_date": bases[previous]},
+            {
+                "as_of_date": as_of,
+                "previous_date": previous,
+                "base_date": bases[previous],
+                "part": 0,
+                "parts": ROLL_FORWARD_PARTS,
+            },
+            parts=ROLL_FORWARD_PARTS,
         )
         rows = _snapshot_rows(cur, as_of)
         _register(cur, as_of, bases[previous], "incremental", previous, recomputed)
@@ -323,6 +334,14 @@ def changed_customers(conn, previous: date, as_of: date) -> list[str]:
             {"previous": previous, "as_of": as_of},
         )
         return sorted(row[0] for row in cur.fetchall())
+
+
+def _set_roll_forward_settings(cur) -> None:
+    """The build settings, and hash joins only: the planner estimates the roll-forward's
+    CTEs at 200 rows and sorts each of them for a chain of merge joins; hash joins take
+    0.34 s instead of 0.41-0.51 s at 100,000 customers (docs/benchmarks.md)."""
+    _set_build_settings(cur)
+    cur.execute("set local enable_mergejoin = off")
 
 
 def _set_build_settings(cur) -> None:
@@ -395,17 +414,25 @@ def _drop_unread_state(conn) -> None:
                 )
 
 
-def _write_state(cur, as_of: date, query: str, params: dict) -> int:
+def _write_state(cur, as_of: date, query: str, params: dict, parts: int = 1) -> int:
     """Fill a standalone table with the query's state rows, give it the state table's NOT
     NULL columns and primary key, and swap it in as the partition for `as_of` (replacing
-    any). Returns the number of rows."""
+    any). Returns the number of rows.
+
+    With `parts` > 1 the query computes the part of the customers in its `part` parameter
+    (of `parts`): part 0 here, the others side by side on connections of their own
+    (`_compute_parts`), whose rows are then added. A query with `part` and `parts`
+    parameters gets them in `params` for `parts` = 1 too."""
     partition = f"{STATE_TABLE}_{as_of:%Y%m%d}"
     building = sql.Identifier("intermediate", f"{partition}_building")
     target = sql.Identifier("intermediate", partition)
     cur.execute(sql.SQL("drop table if exists {}").format(building))
-    # CREATE TABLE AS, not INSERT ... SELECT: only the former runs its query in parallel
-    cur.execute(sql.SQL("create table {} as {}").format(building, sql.SQL(query)), params)
-    rows = cur.rowcount
+    if parts == 1:
+        # CREATE TABLE AS, not INSERT ... SELECT: only the former runs its query in parallel
+        cur.execute(sql.SQL("create table {} as {}").format(building, sql.SQL(query)), params)
+        rows = cur.rowcount
+    else:
+        rows = _compute_parts(cur, f"{partition}_building", query, params, parts)
     # ATTACH requires the parent's NOT NULL constraints (and the types, which it checks)
     cur.execute(
         "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
@@ -445,6 +472,49 @@ def _write_state(cur, as_of: date, query: str, params: dict) -> int:
             sql.Identifier("intermediate", STATE_TABLE), target, sql.Literal(as_of)
         )
     )
+    return rows
+
+
+def _compute_parts(cur, name: str, query: str, params: dict, parts: int) -> int:
+    """Create intermediate.<name> as the query's part 0 while parts 1 to `parts` - 1 are
+    computed at the same time on connections of their own (warehouse.sibling_connection),
+    each into an unlogged table that it commits; then add their rows to it and drop those
+    tables. Returns the number of rows. A part that fails raises here, and the caller's
+    transaction rolls back; a part table left by a failure after its commit is dropped by
+    the next run. The parts read in their own transactions: data committed meanwhile may
+    reach one part and not another, as it may reach one statement of a build and not the
+    next."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ecom_insights import warehouse
+
+    building = sql.Identifier("intermediate", name)
+
+    def part_table(part: int) -> sql.Identifier:
+        return sql.Identifier("intermediate", f"{name}_part{part}")
+
+    def compute(part: int) -> None:
+        with warehouse.sibling_connection(cur.connection) as conn, conn.cursor() as other:
+            _set_roll_forward_settings(other)
+            other.execute(sql.SQL("drop table if exists {}").format(part_table(part)))
+            other.execute(
+                sql.SQL("create unlogged table {} as {}").format(part_table(part), sql.SQL(query)),
+                {**params, "part": part, "parts": parts},
+            )
+
+    with ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="part") as pool:
+        others = [pool.submit(compute, part) for part in range(1, parts)]
+        cur.execute(
+            sql.SQL("create table {} as {}").format(building, sql.SQL(query)),
+            {**params, "part": 0, "parts": parts},
+        )
+        rows = cur.rowcount
+        for other in others:
+            other.result()
+    for part in range(1, parts):
+        cur.execute(sql.SQL("insert into {} select * from {}").format(building, part_table(part)))
+        rows += cur.rowcount
+        cur.execute(sql.SQL("drop table {}").format(part_table(part)))
     return rows
 
 

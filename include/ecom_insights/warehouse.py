@@ -62,6 +62,27 @@ def connect(url: str, *, autocommit: bool = False) -> Iterator:
         conn.close()
 
 
+@contextmanager
+def sibling_connection(conn) -> Iterator:
+    """Another connection to `conn`'s database as `conn`'s user (with its password), for
+    work that runs beside `conn`'s on another server process; commits on success like
+    `connect`."""
+    import psycopg2
+
+    parameters = {k: v for k, v in conn.get_dsn_parameters().items() if v}
+    if conn.info.password:
+        parameters["password"] = conn.info.password
+    other = psycopg2.connect(**parameters)
+    try:
+        yield other
+        other.commit()
+    except BaseException:
+        other.rollback()
+        raise
+    finally:
+        other.close()
+
+
 def sqlalchemy_url(url: str) -> str:
     """The same URL with the psycopg2 driver named, as SQLAlchemy (and so GX) expects."""
     scheme, rest = url.split("://", 1)

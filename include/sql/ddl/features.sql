@@ -56,6 +56,17 @@ $$;
 create index if not exists sessions_date_covering_idx
     on core.sessions (session_date) include (customer_id, purchase_made, purchase_amount);
 
+-- The part (0 to parts - 1) that a customer falls in when the customers are split by a hash
+-- of their id: the roll-forward computes the parts side by side. Inlined into the caller.
+create or replace function marts.customer_part(customer_id text, parts integer)
+returns integer
+language sql
+immutable
+parallel safe
+as $$
+    select mod(hashtext(customer_id) & 2147483647, parts)
+$$;
+
 -- The position (1-based) of the largest of at most 24 counts, the first one on a tie: the
 -- mode of an hour or a weekday from its counts. NULL for NULL counts. Plain enough to be
 -- inlined into the query that calls it.

@@ -6,10 +6,13 @@
 -- the new sessions'. Every other customer keeps their latest version, exact at D in all but
 -- the trailing windows, which the mart's view moves to D when it reads them. Correct only
 -- when no data dated on or before P arrived after the state at P was written. A signup
--- alone changes no state (days_since_signup is the view's). Bound parameters:
+-- alone changes no state (days_since_signup is the view's). The customers are split into
+-- `parts` by a hash of their id and the query computes one part: the parts run side by side
+-- on as many connections (features.roll_forward_features). Bound parameters:
 --   as_of_date     D
 --   previous_date  P, a registered snapshot (P < D)
 --   base_date      the full build that the snapshot at P chains from (<= P)
+--   part, parts    this part's number (0 <= part < parts) and the number of parts
 
 with
 
@@ -24,6 +27,7 @@ new_sessions as materialized (
     from intermediate.int_sessions_enriched
     where session_date > %(previous_date)s::date
       and session_date <= %(as_of_date)s::date
+      and marts.customer_part(customer_id, %(parts)s) = %(part)s
 ),
 
 new_events as not materialized (
@@ -32,6 +36,7 @@ new_events as not materialized (
     -- every customer with an event in (P, D] is a changed customer
     where event_time >= %(previous_date)s::date + 1
       and event_time < %(as_of_date)s::date + 1
+      and marts.customer_part(customer_id, %(parts)s) = %(part)s
 ),
 
 category_ranks as (
@@ -48,6 +53,8 @@ session_totals as (
     from intermediate.int_customer_session_totals(
         %(previous_date)s::date, %(as_of_date)s::date
     )
+    -- on the grouped id: PostgreSQL applies it to the sessions, below the aggregation
+    where marts.customer_part(customer_id, %(parts)s) = %(part)s
 ),
 
 event_totals as (
