@@ -250,7 +250,8 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
     built; otherwise use `build_features` (the feature DAG decides from the asset events).
     It builds in full instead when `previous` has no snapshot, and when a later snapshot
     reads the state at `as_of` (its chain runs through that date): replacing that state by a
-    partial one would change it.
+    partial one would change it. The customers are computed in ROLL_FORWARD_PARTS parts side
+    by side, on `conn` and on as many more connections to its database (`_compute_parts`).
     """
     ensure_feature_models(conn)
     bases = _base_dates(conn)
@@ -265,8 +266,9 @@ def roll_forward_features(conn, as_of: date, previous: date | None = None) -> Sn
         later > as_of and base <= as_of for later, base in bases.items()
     ):
         return build_features(conn, as_of)
-    # the parts' connections read the views and functions that ensure_feature_models may
-    # just have replaced: its locks must not wait for them
+    # The models' DDL commits first: the other part's connection reads the views and
+    # functions that ensure_feature_models may just have replaced, and would wait for this
+    # transaction's locks while this one waits for that part.
     conn.commit()
     with conn.cursor() as cur:
         _set_roll_forward_settings(cur)
