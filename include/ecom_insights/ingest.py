@@ -30,7 +30,7 @@ import io
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -1325,14 +1325,14 @@ def _insert_quarantined_rows(cur, source: Source, logical_date: datetime) -> int
 # step 4: merge, and the audit log
 
 
-def merge_into_core(conn, sources: Iterable[Source] = SOURCES) -> dict[str, dict[str, int]]:
+def merge_into_core(conn) -> dict[str, dict[str, int]]:
     """Upsert staging into core by business key; rows whose values did not change are left
     untouched, so that a re-run rewrites nothing. Into an empty core table (the first load)
     rows are inserted plainly: staging's keys are unique, so no conflict can arise."""
     counts = {}
     with conn.cursor() as cur:
         cur.execute("set local work_mem = '256MB'")
-        for source in sources:
+        for source in SOURCES:
             core = sql.Identifier("core", source.name)
             staging = sql.Identifier("staging", source.name)
             columns = _staging_columns(conn, source)
@@ -1352,65 +1352,6 @@ def merge_into_core(conn, sources: Iterable[Source] = SOURCES) -> dict[str, dict
     return counts
 
 
-# A first load merges its sources in this many transactions side by side (see
-# merge_streams): the inserts and index builds of core.events alone outlast the audit and the
-# other sources together at 1,000,000 customers, so one transaction leaves a core idle.
-FIRST_LOAD_MERGE_STREAMS = 2
-
-
-def merge_streams(conn, streams: int = FIRST_LOAD_MERGE_STREAMS) -> list[list[Source]]:
-    """The sources to merge, split into the groups that `merge_into_core_once_audited` merges
-    in transactions side by side.
-
-    One group (one transaction: core changes all at once or not at all) unless every core
-    table is empty, which is a first load: then up to `streams` groups balanced by staging's
-    row counts (as the row rules' ANALYZE left them), largest first into the lightest
-    group; each group keeps the sources' parents-first order. Also one group when `conn`'s
-    transaction already holds a lock on a core table: a sibling's merge would wait for it
-    forever. The tables are looked at from a sibling connection, so that `conn` takes no
-    lock that a sibling's merge would then wait for."""
-    from ecom_insights.warehouse import sibling_connection
-
-    everything = [list(SOURCES)]
-    if streams < 2:
-        return everything
-    with conn.cursor() as cur:
-        cur.execute(
-            "select exists (select from pg_locks l join pg_class c on c.oid = l.relation "
-            "where l.pid = pg_backend_pid() and c.relnamespace = 'core'::regnamespace)"
-        )
-        if cur.fetchone()[0]:
-            return everything
-    with sibling_connection(conn) as other, other.cursor() as cur:
-        cur.execute(
-            sql.SQL("select {}").format(
-                sql.SQL(" and ").join(
-                    sql.SQL("not exists (select from {})").format(
-                        sql.Identifier("core", source.name)
-                    )
-                    for source in SOURCES
-                )
-            )
-        )
-        if not cur.fetchone()[0]:
-            return everything
-        cur.execute(
-            "select c.relname, greatest(c.reltuples, 0) from pg_class c "
-            "where c.relnamespace = 'staging'::regnamespace and c.relname = any(%s)",
-            ([source.name for source in SOURCES],),
-        )
-        rows = dict(cur.fetchall())
-    groups: list[list[Source]] = [[] for _ in range(streams)]
-    loads = [0.0] * streams
-    for source in sorted(SOURCES, key=lambda s: -rows.get(s.name, 0)):
-        # ties (tables never analyzed count 0) go to the group with fewer sources
-        lightest = min(range(streams), key=lambda g: (loads[g], len(groups[g])))
-        groups[lightest].append(source)
-        loads[lightest] += rows.get(source.name, 0)
-    order = {source.name: position for position, source in enumerate(SOURCES)}
-    return [sorted(group, key=lambda s: order[s.name]) for group in groups if group]
-
-
 class AuditFailed(Exception):
     """The audit of staging failed, so the merge into core was rolled back."""
 
@@ -1420,38 +1361,22 @@ class AuditFailed(Exception):
 
 
 def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, dict]:
-    """Merge staging into core while `audit` runs beside it; the merge stands only if the
-    audit passed.
+    """Merge staging into core in `conn`'s transaction while `audit` runs in a thread; the
+    merge stands only if the audit passed.
 
     Both only read staging, and the audit (Great Expectations) has its own connection, so
-    they run side by side: the step takes about the longer of the two instead of their sum.
-    The merge runs in `conn`'s transaction; on a first load (`merge_streams`) the largest
-    sources merge in transactions of their own on sibling connections, side by side, which
-    commit when this function returns, while `conn`'s is left for the caller to commit. A
-    first load has no earlier core to keep: should the process die between those commits,
-    the next run's upsert completes core (re-running is idempotent).
-    `audit` returns a summary with a `success` flag (validation.ValidationSummary).
-    Returns (summary, merge counts). When the audit fails, or the audit or a merge raises,
-    the merges still running are cancelled, every transaction is rolled back and
-    AuditFailed, or the error, raised: core is left untouched.
+    they can run side by side: the step takes about the longer of the two instead of their
+    sum. `audit` returns a summary with a `success` flag (validation.ValidationSummary).
+    Returns (summary, merge counts) with the merge still uncommitted, for the caller to
+    commit. When the audit fails, or either raises, a merge still running is cancelled (a
+    first load's merge outlasts the audit by a minute and a half at 1,000,000 customers),
+    the merge is rolled back and AuditFailed, or the error, raised: core is left untouched.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from ecom_insights.warehouse import sibling_connection
-
-    streams = merge_streams(conn)
-    with ExitStack() as stack:
-        connections = [conn] + [stack.enter_context(sibling_connection(conn)) for _ in streams[1:]]
-        # entered last, so left first: every thread is done before a sibling commits
-        pool = stack.enter_context(
-            ThreadPoolExecutor(max_workers=len(streams) + 1, thread_name_prefix="merge")
-        )
-        audited = pool.submit(audit)
-        merges = [
-            pool.submit(merge_into_core, c, group)
-            for c, group in zip(connections, streams, strict=True)
-        ]
-        pending, failed = {audited, *merges}, None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit") as pool:
+        audited, merged = pool.submit(audit), pool.submit(merge_into_core, conn)
+        pending, failed = {audited, merged}, None
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -1460,15 +1385,13 @@ def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, d
                     or (future is audited and not future.result().success)
                 ):
                     failed = future
-                    for connection in connections:  # a query already finished ignores it
-                        connection.cancel()
-        if failed is not None:
-            conn.rollback()
-            if failed.exception() is not None:
-                raise failed.exception()
-            raise AuditFailed(failed.result())
-        counts = {name: c for merge in merges for name, c in merge.result().items()}
-    return audited.result(), counts
+                    conn.cancel()  # a request that reaches an idle server process is ignored
+    if failed is not None:
+        conn.rollback()
+        if failed.exception() is not None:
+            raise failed.exception()
+        raise AuditFailed(failed.result())
+    return audited.result(), merged.result()
 
 
 @contextmanager

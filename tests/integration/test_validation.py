@@ -387,65 +387,6 @@ def core_lock_holders(url: str) -> dict[str, set[int]]:
         return {table: set(pids) for table, pids in cursor.fetchall()}
 
 
-def test_a_first_load_merges_in_two_transactions_side_by_side(database_url, tmp_path):
-    with warehouse.connect(database_url) as conn:
-        ingest.ensure_schema(conn)
-    load_staging(database_url, CLEAN_BATCH)
-    holders: dict[str, set[int]] = {}
-
-    def audit():
-        # wait until both transactions hold their tables: each keeps its locks until the
-        # audit has returned
-        for _ in range(600):
-            holders.update(core_lock_holders(database_url))
-            if {"sessions", "events"} <= holders.keys() and holders["sessions"] != holders[
-                "events"
-            ]:
-                break
-            time.sleep(0.1)
-        return validate_staging(
-            database_url, STAGING_TABLES, gx_root=GX_ROOT, data_docs_dir=tmp_path, run_name="two"
-        )
-
-    with warehouse.connect(database_url) as conn:
-        streams = ingest.merge_streams(conn)
-        summary, merged = ingest.merge_into_core_once_audited(conn, audit)
-
-    assert len(streams) == 2
-    assert sorted(s.name for group in streams for s in group) == sorted(STAGING_TABLES)
-    assert len(holders["sessions"]) == len(holders["events"]) == 1
-    assert holders["sessions"] != holders["events"]
-    assert summary.success
-    assert core_counts(database_url) == {table: len(rows) for table, rows in CLEAN_BATCH.items()}
-    assert {table: counts["inserted"] for table, counts in merged.items()} == {
-        table: len(rows) for table, rows in CLEAN_BATCH.items()
-    }
-    with warehouse.connect(database_url) as conn:
-        assert ingest.merge_streams(conn) == [list(contract.SOURCES)]  # core holds rows now
-
-
-def test_the_largest_sources_of_a_first_load_go_to_separate_streams(database_url):
-    with warehouse.connect(database_url) as conn:
-        ingest.ensure_schema(conn)
-    events = [
-        {**event, "event_id": f"{event['event_id']}-{copy}"}
-        for event in CLEAN_BATCH["events"]
-        for copy in range(5)
-    ]
-    load_staging(database_url, {**CLEAN_BATCH, "events": events})
-    with warehouse.connect(database_url) as conn, conn.cursor() as cursor:
-        for table in STAGING_TABLES:  # as the row rules leave staging
-            cursor.execute(sql.SQL("analyze {}").format(sql.Identifier("staging", table)))
-    with warehouse.connect(database_url) as conn:
-        streams = ingest.merge_streams(conn)
-    # 20 events alone; 3 customers, 3 sessions, 2 products and 2 campaigns in the other
-    # stream, in the sources' parents-first order
-    assert [[s.name for s in group] for group in streams] == [
-        ["events"],
-        ["customers", "products", "campaigns", "sessions"],
-    ]
-
-
 def fail_inserts_into_core_events(url: str, body: str) -> None:
     with warehouse.connect(url) as conn, conn.cursor() as cursor:
         cursor.execute(
@@ -458,7 +399,7 @@ def fail_inserts_into_core_events(url: str, body: str) -> None:
         )
 
 
-def test_a_failing_merge_stream_rolls_back_the_other(database_url, tmp_path):
+def test_a_failing_merge_rolls_back_core_and_raises_its_error(database_url, tmp_path):
     with warehouse.connect(database_url) as conn:
         ingest.ensure_schema(conn)
     load_staging(database_url, CLEAN_BATCH)
@@ -471,12 +412,11 @@ def test_a_failing_merge_stream_rolls_back_the_other(database_url, tmp_path):
 
     refused = pytest.raises(Exception, match="disk full, say")
     with refused, warehouse.connect(database_url) as conn:
-        assert len(ingest.merge_streams(conn)) == 2
         ingest.merge_into_core_once_audited(conn, audit)
     assert core_counts(database_url) == dict.fromkeys(STAGING_TABLES, 0)
 
 
-def test_a_failed_audit_cancels_the_merges_still_running(database_url, tmp_path):
+def test_a_failed_audit_cancels_the_merge_still_running(database_url, tmp_path):
     with warehouse.connect(database_url) as conn:
         ingest.ensure_schema(conn)
     load_staging(
