@@ -688,3 +688,32 @@ def test_a_gzip_file_is_screened_like_the_plain_one(database_url, tmp_path):
     assert [row[:3] for row in quarantine_rows(database_url)] == [
         ("sessions.csv.gz", 6, ["customer_id: no customers row has this customer_id"])
     ]
+
+
+@pytest.mark.integration
+def test_landed_rows_are_frozen_so_the_audit_reads_keys_without_visiting_the_table(
+    database_url, tmp_path
+):
+    # COPY FREEZE marks the pages all-visible: an index-only scan (as GX's uniqueness
+    # window over staging's key index) then needs no heap fetch, and no later scan rewrites
+    # the pages to set hint bits
+    directory = write_files(tmp_path / "in")
+    (directory / "sessions_late.csv").write_text(SESSIONS_HEADER + "S7,C1,2024-02-07,P1,1,true,1\n")
+    with connect(database_url) as conn:
+        ingest.land_files(conn, directory)
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("create index on staging.events (event_id)")
+        cur.execute("set local enable_seqscan = off")
+        cur.execute("set local enable_bitmapscan = off")
+        cur.execute(
+            "explain (analyze, format json) select count(*) from staging.events "
+            "where event_id >= ''"
+        )
+        plan = cur.fetchone()[0][0]["Plan"]["Plans"][0]
+        cur.execute("select count(*) from staging.sessions")
+        staged_sessions = cur.fetchone()[0]
+    assert plan["Node Type"] == "Index Only Scan"
+    assert plan["Actual Rows"] == GOOD_COUNTS["events"]
+    assert plan["Heap Fetches"] == 0
+    # the second file of a source lands after the first, which froze the table's rows
+    assert staged_sessions == GOOD_COUNTS["sessions"] + 1
