@@ -1406,15 +1406,19 @@ def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, d
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit") as pool:
         audited, merged = pool.submit(audit), pool.submit(merge_into_core, conn)
         pending, failed = {audited, merged}, None
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                if failed is None and (
-                    future.exception() is not None
-                    or (future is audited and not future.result().success)
-                ):
-                    failed = future
-                    conn.cancel()  # a request that reaches an idle server process is ignored
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if failed is None and (
+                        future.exception() is not None
+                        or (future is audited and not future.result().success)
+                    ):
+                        failed = future
+                        conn.cancel()  # a request that reaches an idle server process is ignored
+        except BaseException:  # the task is being stopped: leaving the pool waits for the merge
+            conn.cancel()
+            raise
     if failed is not None:
         conn.rollback()
         if failed.exception() is not None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from psycopg2 import sql
@@ -436,3 +438,34 @@ def test_a_failed_audit_cancels_the_merge_still_running(database_url, tmp_path):
     assert time.perf_counter() - started < 30
     assert core_counts(database_url) == dict.fromkeys(STAGING_TABLES, 0)
     assert core_lock_holders(database_url) == {}  # no transaction left behind
+
+
+class TaskStopped(Exception):
+    """Raised in the main thread by a signal, as Airflow stops a task that it was asked to."""
+
+
+def test_a_task_stopped_during_the_merge_cancels_it(database_url, tmp_path):
+    import signal
+    import threading
+
+    with warehouse.connect(database_url) as conn:
+        ingest.ensure_schema(conn)
+    load_staging(database_url, CLEAN_BATCH)
+    fail_inserts_into_core_events(database_url, "perform pg_sleep(60)")
+
+    def stop(signum, frame):
+        raise TaskStopped
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGUSR1))
+    started = time.perf_counter()
+    try:
+        timer.start()
+        with pytest.raises(TaskStopped), warehouse.connect(database_url) as conn:
+            ingest.merge_into_core_once_audited(conn, lambda: SimpleNamespace(success=True))
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    assert time.perf_counter() - started < 30
+    assert core_counts(database_url) == dict.fromkeys(STAGING_TABLES, 0)
+    assert core_lock_holders(database_url) == {}
