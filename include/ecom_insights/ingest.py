@@ -1403,7 +1403,7 @@ def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, d
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit_and_merge") as pool:
         audited, merged = pool.submit(audit), pool.submit(merge_into_core, conn)
         pending, failed = {audited, merged}, None
         try:

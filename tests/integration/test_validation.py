@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -389,6 +391,13 @@ def core_lock_holders(url: str) -> dict[str, set[int]]:
         return {table: set(pids) for table, pids in cursor.fetchall()}
 
 
+def real_audit(url: str, data_docs_dir: Path, run_name: str):
+    """The audit as the DAG runs it: every staging table against the project's suites."""
+    return lambda: validate_staging(
+        url, STAGING_TABLES, gx_root=GX_ROOT, data_docs_dir=data_docs_dir, run_name=run_name
+    )
+
+
 def fail_inserts_into_core_events(url: str, body: str) -> None:
     with warehouse.connect(url) as conn, conn.cursor() as cursor:
         cursor.execute(
@@ -406,11 +415,7 @@ def test_a_failing_merge_rolls_back_core_and_raises_its_error(database_url, tmp_
         ingest.ensure_schema(conn)
     load_staging(database_url, CLEAN_BATCH)
     fail_inserts_into_core_events(database_url, "raise exception 'disk full, say'")
-
-    def audit():
-        return validate_staging(
-            database_url, STAGING_TABLES, gx_root=GX_ROOT, data_docs_dir=tmp_path, run_name="x"
-        )
+    audit = real_audit(database_url, tmp_path, "x")
 
     refused = pytest.raises(Exception, match="disk full, say")
     with refused, warehouse.connect(database_url) as conn:
@@ -426,11 +431,7 @@ def test_a_failed_audit_cancels_the_merge_still_running(database_url, tmp_path):
     )
     # the insert into core.events would take a minute: the failed audit must not wait for it
     fail_inserts_into_core_events(database_url, "perform pg_sleep(60)")
-
-    def audit():
-        return validate_staging(
-            database_url, STAGING_TABLES, gx_root=GX_ROOT, data_docs_dir=tmp_path, run_name="y"
-        )
+    audit = real_audit(database_url, tmp_path, "y")
 
     started = time.perf_counter()
     with pytest.raises(ingest.AuditFailed), warehouse.connect(database_url) as conn:
@@ -445,9 +446,6 @@ class TaskStopped(Exception):
 
 
 def test_a_task_stopped_during_the_merge_cancels_it(database_url, tmp_path):
-    import signal
-    import threading
-
     with warehouse.connect(database_url) as conn:
         ingest.ensure_schema(conn)
     load_staging(database_url, CLEAN_BATCH)
