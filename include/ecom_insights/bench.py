@@ -3,7 +3,8 @@
     python -m ecom_insights.bench [--customers 1000000] [--data DIR] [--home DIR] [--skip-peers]
                                   [--only ingestion|features]
 
-Steps, each timed on the same files and the same machine:
+Steps, each timed on the same files and the same machine, each of 2 to 4 from a quiet disk
+(`settle`):
 1. demo data from the generator (reused when DIR already holds it);
 2. a bare COPY of the files into typed tables shaped like core, with core's keys and
    indexes, and once without them: the physical reference for ingestion;
@@ -148,7 +149,9 @@ def run(
         databases[name] = warehouse.with_database(server_url, name)
 
     # 2. the physical reference
+    settle(server_url)
     timings.measure("bare COPY, keys and indexes", bare_copy, databases["bench_copy"], data, True)
+    settle(server_url)
     timings.measure(
         "bare COPY, no keys or indexes", bare_copy, databases["bench_copy_bare"], data, False
     )
@@ -158,6 +161,7 @@ def run(
 
     # 3. ingestion, step by step (as the DAG's tasks run them)
     url = databases["bench_ingest"]
+    settle(server_url)
     logical = datetime(2025, 1, 1, tzinfo=UTC)
     with warehouse.connect(url) as conn:
         timings.measure(
@@ -216,6 +220,18 @@ def run(
     }
 
 
+def settle(server_url: str) -> None:
+    """Start a timed phase from a quiet disk: a CHECKPOINT writes the server's dirty buffers
+    and a sync the kernel's, so that no phase pays for the writes of the one before it (the
+    pipeline ran right after the reference's 20 GB of COPY and two DROP DATABASEs, and its
+    land's COPYs varied by 10-15% between runs). Untimed."""
+    from ecom_insights import warehouse
+
+    with warehouse.connect(server_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("checkpoint")
+    os.sync()
+
+
 def read_snapshot(conn, as_of: date) -> int:
     """Read the snapshot at `as_of` whole, as a model or an export does: into a temporary
     table (so that the time is PostgreSQL's, not the client's). Returns its rows."""
@@ -241,6 +257,7 @@ def measure_features(url: str, data: Path, timings: Timings, *, peers: bool):
         last_day = features.data_end(conn)
         features.ensure_feature_models(conn)
     append_new_day(url, last_day)
+    settle(url)
     with warehouse.connect(url) as conn:
         build = timings.measure(
             "features: full build (PostgreSQL)", features.build_features, conn, last_day

@@ -717,3 +717,36 @@ def test_landed_rows_are_frozen_so_the_audit_reads_keys_without_visiting_the_tab
     assert plan["Heap Fetches"] == 0
     # the second file of a source lands after the first, which froze the table's rows
     assert staged_sessions == GOOD_COUNTS["sessions"] + 1
+
+
+@pytest.mark.integration
+def test_screened_rows_keep_nulls_commas_and_quotes_whether_sent_quoted_or_not(
+    database_url, tmp_path
+):
+    # land sends a block of screened rows unquoted (an empty field is then a null), and
+    # quoted when a value holds a comma, quote or line break: core must hold the file's
+    # values both ways, and each row's file name (from staging's column default)
+    directory = write_files(tmp_path / "in")
+    (directory / "products.csv").write_text(
+        PRODUCTS_HEADER + 'P1,"Mug, large",kitchen,25.50\nP2,"Lamp ""Arc""",,99.99\nP3,,home,\n'
+    )
+    ingest_directory(database_url, directory)
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select customer_id, age, gender, location from core.customers order by 1")
+        customers = cur.fetchall()
+        cur.execute(
+            "select product_id, product_name, category, price from core.products order by 1"
+        )
+        products = [(p, n, c, None if price is None else str(price)) for p, n, c, price in cur]
+        cur.execute("select distinct _file from staging.customers")
+        staged_files = cur.fetchall()
+        cur.execute("select count(*) from raw.products")  # the screening pass took every row
+        products_through_raw = cur.fetchone()[0]
+    assert products_through_raw == 0
+    assert customers == [("C1", 34, "F", "UK"), ("C2", None, "M", None), ("C3", 51, None, "DE")]
+    assert products == [
+        ("P1", "Mug, large", "kitchen", "25.50"),
+        ("P2", 'Lamp "Arc"', None, "99.99"),
+        ("P3", None, "home", None),
+    ]
+    assert staged_files == [("customers.csv",)]
