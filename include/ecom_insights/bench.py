@@ -3,7 +3,7 @@
     python -m ecom_insights.bench [--customers 1000000] [--data DIR] [--home DIR] [--skip-peers]
                                   [--only ingestion|features]
 
-Steps, each timed on the same files and the same machine, each of 2 to 4 from a quiet disk
+Steps, each timed on the same files and the same machine, each timed phase from a quiet disk
 (`settle`):
 1. demo data from the generator (reused when DIR already holds it);
 2. a bare COPY of the files into typed tables shaped like core, with core's keys and
@@ -223,8 +223,8 @@ def run(
 def settle(server_url: str) -> None:
     """Start a timed phase from a quiet disk: a CHECKPOINT writes the server's dirty buffers
     and a sync the kernel's, so that no phase pays for the writes of the one before it (the
-    pipeline ran right after the reference's 20 GB of COPY and two DROP DATABASEs, and its
-    land's COPYs varied by 10-15% between runs). Untimed."""
+    pipeline ran right after the reference's 20 GB of COPY and two DROP DATABASEs, and the
+    2-second roll-forward right after a full build's writes). Untimed."""
     from ecom_insights import warehouse
 
     with warehouse.connect(server_url, autocommit=True) as conn, conn.cursor() as cur:
@@ -265,6 +265,7 @@ def measure_features(url: str, data: Path, timings: Timings, *, peers: bool):
     peer_memory = {}
     if peers:
         for peer in ("pandas", "duckdb"):
+            settle(url)
             seconds, peak_mib = run_peer(peer, data, last_day)
             timings.seconds[f"features: {peer}"] = seconds
             peer_memory[peer] = peak_mib
@@ -273,6 +274,7 @@ def measure_features(url: str, data: Path, timings: Timings, *, peers: bool):
                 flush=True,
             )
     # a new day: roll forward from the day before, against the full build
+    settle(url)
     with warehouse.connect(url) as conn:
         timings.measure(
             "features: full build of the day before",
@@ -280,10 +282,12 @@ def measure_features(url: str, data: Path, timings: Timings, *, peers: bool):
             conn,
             last_day - timedelta(days=1),
         )
+    settle(url)
     with warehouse.connect(url) as conn:
         rolled = timings.measure(
             "features: roll forward one day", features.roll_forward_features, conn, last_day
         )
+    settle(url)
     with warehouse.connect(url) as conn:
         timings.measure("features: read one snapshot", read_snapshot, conn, last_day)
     return last_day, build, rolled, peer_memory
