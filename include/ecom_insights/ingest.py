@@ -660,6 +660,8 @@ def _staging_csv(columns: dict, keep, first_row: int) -> bytes:
 
 
 def _write_csv(columns: dict, keep, first_row: int, **options) -> bytes:
+    """The rows of `columns` where `keep`, numbered from `first_row` in `_row_number`, as
+    headerless CSV (pyarrow's writer with `options`)."""
     import io
 
     import pyarrow as pa
