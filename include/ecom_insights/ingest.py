@@ -318,6 +318,9 @@ def land_files(conn, data_dir: Path, *, reprocess: bool = False) -> list[FileRes
                 )
             )
             cur.execute(sql.SQL("truncate {}").format(sql.Identifier("staging", source.name)))
+            # a first load into core adopts staging's table as core's (merge_into_core), so
+            # it is logged from its first row; any other batch's staging is unlogged scratch
+            _set_staging_logged(cur, source, logged=_adoptable(cur, source))
         cur.execute("truncate raw.batch_files")
     results: list[FileResult] = []
     seen: dict[tuple[str, str], str] = {}
@@ -1387,14 +1390,38 @@ def _insert_quarantined_rows(cur, source: Source, logical_date: datetime) -> int
 
 def merge_into_core(conn) -> dict[str, dict[str, int]]:
     """Upsert staging into core by business key; rows whose values did not change are left
-    untouched, so that a re-run rewrites nothing. Into an empty core table (the first load)
-    rows are inserted plainly: staging's keys are unique, so no conflict can arise."""
-    counts = {}
+    untouched, so that a re-run rewrites nothing. A first load adopts staging's table as
+    core's (`_prepare_merge`, `_adopt_staging`). All in `conn`'s transaction."""
+    counts, adoptions = _prepare_merge(conn)
+    _adopt_staging(conn, adoptions)
+    return counts
+
+
+@dataclass
+class _Adoption:
+    """A staging table made ready to become core's: core's indexes built on it under
+    temporary names (temporary name, core's name), and core's primary key's name."""
+
+    source: Source
+    primary_key: str
+    indexes: list[tuple[str, str]]
+
+
+def _prepare_merge(conn) -> tuple[dict[str, dict[str, int]], list[_Adoption]]:
+    """Every part of the merge that only reads staging, and so can run beside the audit:
+    upserts into core, and for a first load core's indexes built on staging's table, which
+    `_adopt_staging` then makes core's. Returns the merge counts and the adoptions."""
+    counts, adoptions = {}, []
     with conn.cursor() as cur:
         cur.execute("set local work_mem = '256MB'")
         for source in SOURCES:
             core = sql.Identifier("core", source.name)
             staging = sql.Identifier("staging", source.name)
+            if _adoptable(cur, source, at_merge=True):
+                adoptions.append(_build_core_indexes_on_staging(cur, source))
+                cur.execute(sql.SQL("select count(*) from {}").format(staging))
+                counts[source.name] = {"inserted": cur.fetchone()[0], "updated": 0}
+                continue
             columns = _staging_columns(conn, source)
             identifiers = sql.SQL(", ").join(map(sql.Identifier, columns))
             cur.execute(sql.SQL("select not exists (select 1 from {})").format(core))
@@ -1409,7 +1436,174 @@ def merge_into_core(conn) -> dict[str, dict[str, int]]:
             else:
                 counts[source.name] = _upsert(cur, source, core, staging, columns)
             cur.execute(sql.SQL("analyze {}").format(core))
-    return counts
+    return counts, adoptions
+
+
+# Catalogue test: core.<source> (%(core)s) is empty, nothing but its own indexes, primary key
+# and row type refers to it (no view, foreign key, trigger, policy, publication, default,
+# statistics object), it has no grant, comment, option, parent or child, and its columns are
+# staging.<source>'s (%(staging)s) but for staging's provenance columns (named with a leading
+# "_"), in the same order, of the same type, collation and nullability.
+_ADOPTABLE_SQL = """
+with columns as (
+    select a.attrelid,
+           array_agg(
+               row(a.attname, a.atttypid, a.atttypmod, a.attcollation, a.attnotnull,
+                   a.atthasdef, a.attidentity, a.attgenerated, a.attacl is null)::text
+               order by a.attnum
+           ) as signature
+    from pg_attribute a
+    where a.attrelid in (%(core)s::regclass, %(staging)s::regclass)
+      and a.attnum > 0 and not a.attisdropped and a.attname not like '\\_%%'
+    group by a.attrelid
+)
+select not exists (select from {core_table})
+   and c.relkind = 'r' and c.relpersistence = 'p' and c.relacl is null and c.reloptions is null
+   and not exists (
+       select from pg_depend d
+       where d.refclassid = 'pg_class'::regclass and d.refobjid = c.oid
+         and not (d.deptype in ('a', 'i')
+                  and d.classid in ('pg_class'::regclass, 'pg_constraint'::regclass,
+                                    'pg_type'::regclass))
+   )
+   and not exists (select from pg_constraint k where k.conrelid = c.oid and k.contype <> 'p')
+   and not exists (select from pg_description x where x.objoid = c.oid)
+   and not exists (select from pg_inherits i where c.oid in (i.inhrelid, i.inhparent))
+   and (select signature from columns where attrelid = c.oid)
+       = (select signature from columns where attrelid = %(staging)s::regclass)
+from pg_class c
+where c.oid = %(core)s::regclass
+"""
+
+
+def _adoptable(cur, source: Source, *, at_merge: bool = False) -> bool:
+    """Whether this batch's staging.<source> can become core.<source> as it is: a first load
+    (core empty) into a core table that nothing else refers to (`_ADOPTABLE_SQL`).
+
+    Adopting the table saves writing every row a second time, staging then core: the inserts
+    took 71 of the 165 s of a first load's merge at 1,000,000 customers, and the rules' unique
+    index on staging's key becomes core's primary key. Land then writes staging logged, as
+    core must be. At the merge (`at_merge`) staging must also be logged (landed so), hold
+    rows, and have the rules' unique key index; otherwise the rows are inserted."""
+    core, staging = f"core.{source.name}", f"staging.{source.name}"
+    cur.execute(
+        sql.SQL(_ADOPTABLE_SQL).format(core_table=sql.Identifier("core", source.name)),
+        {"core": core, "staging": staging},
+    )
+    if not cur.fetchone()[0]:
+        return False
+    if not at_merge:
+        return True
+    cur.execute(
+        sql.SQL(
+            "select c.relpersistence = 'p' and exists (select from {staging}) and exists ("
+            "  select from pg_index x join pg_class i on i.oid = x.indexrelid"
+            "  where x.indrelid = c.oid and i.relname = %s and x.indisunique and x.indisvalid"
+            "    and x.indnatts = 1 and x.indpred is null and x.indexprs is null"
+            "    and x.indkey[0] = ("
+            "      select attnum from pg_attribute where attrelid = c.oid and attname = %s))"
+            "from pg_class c where c.oid = %s::regclass"
+        ).format(staging=sql.Identifier("staging", source.name)),
+        (_key_index(source), source.key, staging),
+    )
+    return cur.fetchone()[0]
+
+
+def _set_staging_logged(cur, source: Source, *, logged: bool) -> None:
+    """Make the (empty) staging.<source> logged or unlogged, if it is not already."""
+    cur.execute(
+        "select relpersistence = 'p' from pg_class where oid = %s::regclass",
+        (f"staging.{source.name}",),
+    )
+    if cur.fetchone()[0] != logged:
+        cur.execute(
+            sql.SQL("alter table {} set {}").format(
+                sql.Identifier("staging", source.name),
+                sql.SQL("logged" if logged else "unlogged"),
+            )
+        )
+
+
+def _build_core_indexes_on_staging(cur, source: Source) -> _Adoption:
+    """Build core.<source>'s secondary indexes on staging.<source> under temporary names.
+    An index build takes a lock that lets the audit go on reading the table."""
+    cur.execute(
+        """
+        select i.relname, pg_get_indexdef(i.oid), x.indisprimary
+        from pg_index x join pg_class i on i.oid = x.indexrelid
+        where x.indrelid = %s::regclass
+        order by i.relname
+        """,
+        (f"core.{source.name}",),
+    )
+    primary_key, indexes = None, []
+    for name, definition, is_primary in cur.fetchall():
+        if is_primary:
+            primary_key = name
+            continue
+        # pg_get_indexdef: "CREATE [UNIQUE ]INDEX <name> ON [ONLY ]<table> USING <rest>"
+        head, _, rest = definition.partition(" USING ")
+        temporary = f"_{source.name}_core_{len(indexes)}"
+        cur.execute(
+            sql.SQL("create {unique}index {index} on {table} using {rest}").format(
+                unique=sql.SQL("unique " if head.startswith("CREATE UNIQUE") else ""),
+                index=sql.Identifier(temporary),
+                table=sql.Identifier("staging", source.name),
+                rest=sql.SQL(rest),
+            )
+        )
+        indexes.append((temporary, name))
+    if primary_key is None:
+        raise ValueError(f"core.{source.name} has no primary key to adopt staging's key as")
+    return _Adoption(source, primary_key, indexes)
+
+
+def _adopt_staging(conn, adoptions: list[_Adoption]) -> None:
+    """Make each prepared staging table core's, in `conn`'s transaction: core's empty table is
+    dropped, staging's provenance columns too (a catalogue change: their bytes stay in the
+    rows, after every column that a query reads), its unique key index becomes the primary
+    key and its indexes take core's names; a new, empty staging table takes its place.
+
+    These take an exclusive lock on staging, so they run once the audit has ended."""
+    if not adoptions:
+        return
+    with conn.cursor() as cur:
+        # the audit's connections are closed by now: a lock held still is an error, not a wait
+        cur.execute("set local lock_timeout = '60s'")
+        for adoption in adoptions:
+            name = adoption.source.name
+            staging = sql.Identifier("staging", name)
+            cur.execute(sql.SQL("drop table {}").format(sql.Identifier("core", name)))
+            cur.execute(
+                "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
+                "and not attisdropped and attname like '\\_%%' order by attnum",
+                (f"staging.{name}",),
+            )
+            provenance = [row[0] for row in cur.fetchall()]
+            cur.execute(
+                sql.SQL("alter table {} {}").format(
+                    staging,
+                    sql.SQL(", ").join(
+                        sql.SQL("drop column {}").format(sql.Identifier(c)) for c in provenance
+                    ),
+                )
+            )
+            cur.execute(
+                sql.SQL("alter table {} add constraint {} primary key using index {}").format(
+                    staging,
+                    sql.Identifier(adoption.primary_key),
+                    sql.Identifier(_key_index(adoption.source)),
+                )
+            )
+            for temporary, core_name in adoption.indexes:
+                cur.execute(
+                    sql.SQL("alter index {} rename to {}").format(
+                        sql.Identifier("staging", temporary), sql.Identifier(core_name)
+                    )
+                )
+            cur.execute(sql.SQL("alter table {} set schema core").format(staging))
+        # staging's tables anew (unlogged, empty), as the next batch expects them
+        cur.execute(DDL_PATH.read_text())
 
 
 class AuditFailed(Exception):
@@ -1435,7 +1629,7 @@ def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, d
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit_and_merge") as pool:
-        audited, merged = pool.submit(audit), pool.submit(merge_into_core, conn)
+        audited, merged = pool.submit(audit), pool.submit(_prepare_merge, conn)
         pending, failed = {audited, merged}, None
         try:
             while pending:
@@ -1455,7 +1649,13 @@ def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, d
         if failed.exception() is not None:
             raise failed.exception()
         raise AuditFailed(failed.result())
-    return audited.result(), merged.result()
+    counts, adoptions = merged.result()
+    try:
+        _adopt_staging(conn, adoptions)
+    except BaseException:
+        conn.rollback()
+        raise
+    return audited.result(), counts
 
 
 @contextmanager
@@ -1561,7 +1761,8 @@ def record_load_log(
     """Write one raw.load_log row per file, with the rows it loaded and quarantined.
 
     The run that first saw a file stays recorded: re-running the same file updates only
-    its counts and status, which come out the same.
+    its counts and status, which come out the same. Call it after the row rules and before
+    the merge: it counts each file's rows in staging, which a first load's merge adopts.
     """
     with conn.cursor() as cur:
         for result in files:

@@ -262,8 +262,9 @@ def ingest_directory(
     with connect(url) as conn:
         files = ingest.land_files(conn, directory, reprocess=reprocess)
         ingest.apply_row_rules(conn, LOGICAL_DATE)
-        ingest.merge_into_core(conn)
+        # as the DAG does: the log counts staging's rows, which a first load's merge adopts
         ingest.record_load_log(conn, files, run_id="test", logical_date=LOGICAL_DATE)
+        ingest.merge_into_core(conn)
     return files
 
 
@@ -730,18 +731,20 @@ def test_screened_rows_keep_nulls_commas_and_quotes_whether_sent_quoted_or_not(
     (directory / "products.csv").write_text(
         PRODUCTS_HEADER + 'P1,"Mug, large",kitchen,25.50\nP2,"Lamp ""Arc""",,99.99\nP3,,home,\n'
     )
-    ingest_directory(database_url, directory)
     with connect(database_url) as conn, conn.cursor() as cur:
+        ingest.land_files(conn, directory)
+        ingest.apply_row_rules(conn, LOGICAL_DATE)
+        cur.execute("select distinct _file from staging.customers")
+        staged_files = cur.fetchall()
+        cur.execute("select count(*) from raw.products")  # the screening pass took every row
+        products_through_raw = cur.fetchone()[0]
+        ingest.merge_into_core(conn)
         cur.execute("select customer_id, age, gender, location from core.customers order by 1")
         customers = cur.fetchall()
         cur.execute(
             "select product_id, product_name, category, price from core.products order by 1"
         )
         products = [(p, n, c, None if price is None else str(price)) for p, n, c, price in cur]
-        cur.execute("select distinct _file from staging.customers")
-        staged_files = cur.fetchall()
-        cur.execute("select count(*) from raw.products")  # the screening pass took every row
-        products_through_raw = cur.fetchone()[0]
     assert products_through_raw == 0
     assert customers == [("C1", 34, "F", "UK"), ("C2", None, "M", None), ("C3", 51, None, "DE")]
     assert products == [
@@ -750,3 +753,97 @@ def test_screened_rows_keep_nulls_commas_and_quotes_whether_sent_quoted_or_not(
         ("P3", None, "home", None),
     ]
     assert staged_files == [("customers.csv",)]
+
+
+def table_shape(url: str, table: str) -> dict:
+    """Persistence, live columns, indexes (name: definition without the schema) and whether
+    the table has dropped columns."""
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute("select relpersistence from pg_class where oid = %s::regclass", (table,))
+        persistence = cur.fetchone()[0]
+        cur.execute(
+            "select attname, attisdropped from pg_attribute "
+            "where attrelid = %s::regclass and attnum > 0 order by attnum",
+            (table,),
+        )
+        attributes = cur.fetchall()
+        cur.execute(
+            "select indexrelid::regclass::text, "
+            "replace(pg_get_indexdef(indexrelid), split_part(%s, '.', 1) || '.', '') "
+            "from pg_index where indrelid = %s::regclass order by 1",
+            (table, table),
+        )
+        indexes = dict(cur.fetchall())
+        cur.execute(
+            "select conname, contype from pg_constraint where conrelid = %s::regclass", (table,)
+        )
+        constraints = cur.fetchall()
+    return {
+        "logged": persistence == "p",
+        "columns": [name for name, dropped in attributes if not dropped],
+        "has_dropped_columns": any(dropped for _, dropped in attributes),
+        "indexes": indexes,
+        "constraints": constraints,
+    }
+
+
+@pytest.mark.integration
+def test_a_first_load_adopts_staging_as_core_and_later_loads_upsert(database_url, tmp_path):
+    # a first load makes staging's table core's (no second write of every row): core must
+    # come out as its DDL makes it (logged, same columns, key and indexes), staging empty and
+    # unlogged again, and the next batch must upsert into the adopted table as into any other
+    with connect(database_url) as conn:
+        ingest.ensure_schema(conn)
+    made = {name: table_shape(database_url, f"core.{name}") for name in GOOD_COUNTS}
+    ingest_directory(database_url, write_files(tmp_path / "first"))
+    assert core_counts(database_url) == GOOD_COUNTS
+    for name in GOOD_COUNTS:
+        adopted = table_shape(database_url, f"core.{name}")
+        assert adopted["has_dropped_columns"], name  # staging's provenance columns
+        assert {**adopted, "has_dropped_columns": False} == made[name], name
+        staging = table_shape(database_url, f"staging.{name}")
+        assert not staging["logged"] and staging["columns"][-2:] == ["_file", "_row_number"]
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from staging.events")
+        assert cur.fetchone()[0] == 0
+        cur.execute("select session_id, purchase_amount::text from core.sessions order by 1")
+        assert cur.fetchall() == [
+            ("S1", "25.50"),
+            ("S2", "0.00"),
+            ("S3", "12.00"),
+            ("S4", "0.00"),
+            ("S5", "99.99"),
+        ]
+
+    later = write_files(tmp_path / "later")
+    (later / "sessions.csv").write_text(
+        SESSIONS_HEADER + "S1,C1,2024-02-01 10:00:00,P1,120,true,30\nS6,C3,2024-02-07,P2,5,no,\n"
+    )
+    ingest_directory(database_url, later)
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select session_id, purchase_amount::text from core.sessions order by 1")
+        assert cur.fetchall() == [
+            ("S1", "30.00"),
+            ("S2", "0.00"),
+            ("S3", "12.00"),
+            ("S4", "0.00"),
+            ("S5", "99.99"),
+            ("S6", "0.00"),
+        ]
+    assert not table_shape(database_url, "staging.sessions")["logged"]  # core held rows
+
+
+@pytest.mark.integration
+def test_a_first_load_inserts_when_a_view_reads_the_empty_core_table(database_url, tmp_path):
+    # a view (or grant, trigger, foreign key) on core's table would be lost with the table:
+    # then the rows are inserted into it, and the view reads them
+    with connect(database_url) as conn, conn.cursor() as cur:
+        ingest.ensure_schema(conn)
+        cur.execute("create view public.event_types as select event_type from core.events")
+    ingest_directory(database_url, write_files(tmp_path / "in"))
+    assert core_counts(database_url) == GOOD_COUNTS
+    assert not table_shape(database_url, "core.events")["has_dropped_columns"]
+    assert table_shape(database_url, "core.sessions")["has_dropped_columns"]  # adopted
+    with connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("select event_type from public.event_types order by 1")
+        assert cur.fetchall() == [("purchase",), ("view",)]
