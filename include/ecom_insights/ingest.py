@@ -14,7 +14,8 @@ The steps are separate functions so that the ingestion DAG can run, retry and sh
    number, every reason and the original text, the others to staging.
 3. `merge_into_core_once_audited`: staging rows are upserted into `core.<source>` by business
    key while Great Expectations audits staging (`ecom_insights.validation`); the merge
-   commits only if the audit passed.
+   commits only if the audit passed. A first load (core empty) adopts staging's table as
+   core's, once the audit passed, instead of writing every row a second time.
 
 Re-running the same files leaves every table as it was: raw and staging are rebuilt from the
 files, quarantine rows are replaced per file, core rows are upserted and only changed rows
@@ -1622,9 +1623,10 @@ def merge_into_core_once_audited(conn, audit: Callable[[], Any]) -> tuple[Any, d
     they can run side by side: the step takes about the longer of the two instead of their
     sum. `audit` returns a summary with a `success` flag (validation.ValidationSummary).
     Returns (summary, merge counts) with the merge still uncommitted, for the caller to
-    commit. When the audit fails, or either raises, a merge still running is cancelled (a
-    first load's merge outlasts the audit by a minute and a half at 1,000,000 customers),
-    the merge is rolled back and AuditFailed, or the error, raised: core is left untouched.
+    commit. When the audit fails, or either raises, a merge still running is cancelled, the
+    merge is rolled back and AuditFailed, or the error, raised: core is left untouched.
+    A first load's staging tables become core's (`_adopt_staging`) only once the audit has
+    passed: that takes a lock on staging which the audit's reads would wait for.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
