@@ -1468,7 +1468,10 @@ select not exists (select from {core_table})
                                     'pg_type'::regclass))
    )
    and not exists (select from pg_constraint k where k.conrelid = c.oid and k.contype <> 'p')
-   and not exists (select from pg_description x where x.objoid = c.oid)
+   and not exists (
+       select from pg_description x
+       where x.classoid = 'pg_class'::regclass and x.objoid = c.oid
+   )
    and not exists (select from pg_inherits i where c.oid in (i.inhrelid, i.inhparent))
    and (select signature from columns where attrelid = c.oid)
        = (select signature from columns where attrelid = %(staging)s::regclass)

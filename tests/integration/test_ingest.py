@@ -834,16 +834,35 @@ def test_a_first_load_adopts_staging_as_core_and_later_loads_upsert(database_url
 
 
 @pytest.mark.integration
-def test_a_first_load_inserts_when_a_view_reads_the_empty_core_table(database_url, tmp_path):
-    # a view (or grant, trigger, foreign key) on core's table would be lost with the table:
-    # then the rows are inserted into it, and the view reads them
+@pytest.mark.parametrize(
+    ("reference", "still_there"),
+    [
+        # (a view on the table, a grant to public, the column's comment)
+        ("create view public.event_types as select event_type from core.events", (1, False, None)),
+        ("grant select on core.events to public", (0, True, None)),
+        (
+            "comment on column core.events.price is 'the price at the event'",
+            (0, False, "the price at the event"),
+        ),
+    ],
+    ids=["view", "grant", "comment"],
+)
+def test_a_first_load_inserts_when_something_refers_to_the_empty_core_table(
+    database_url, tmp_path, reference, still_there
+):
+    # a view, grant or comment on core's table would be lost with the table: then the rows
+    # are inserted into it, and what refers to it stays
     with connect(database_url) as conn, conn.cursor() as cur:
         ingest.ensure_schema(conn)
-        cur.execute("create view public.event_types as select event_type from core.events")
+        cur.execute(reference)
     ingest_directory(database_url, write_files(tmp_path / "in"))
     assert core_counts(database_url) == GOOD_COUNTS
     assert not table_shape(database_url, "core.events")["has_dropped_columns"]
     assert table_shape(database_url, "core.sessions")["has_dropped_columns"]  # adopted
     with connect(database_url) as conn, conn.cursor() as cur:
-        cur.execute("select event_type from public.event_types order by 1")
-        assert cur.fetchall() == [("purchase",), ("view",)]
+        cur.execute(
+            "select (select count(*) from pg_views where viewname = 'event_types'), "
+            "has_table_privilege('public', 'core.events', 'select'), "
+            "col_description('core.events'::regclass, 7)"
+        )
+        assert cur.fetchone() == still_there
