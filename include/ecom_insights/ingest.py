@@ -1531,19 +1531,10 @@ def _set_staging_logged(cur, source: Source, *, logged: bool) -> None:
 def _build_core_indexes_on_staging(cur, source: Source) -> _Adoption:
     """Build core.<source>'s secondary indexes on staging.<source> under temporary names.
     An index build takes a lock that lets the audit go on reading the table."""
-    cur.execute(
-        """
-        select i.relname, pg_get_indexdef(i.oid), x.indisprimary
-        from pg_index x join pg_class i on i.oid = x.indexrelid
-        where x.indrelid = %s::regclass
-        order by i.relname
-        """,
-        (f"core.{source.name}",),
-    )
     primary_key, indexes = None, []
-    for name, definition, is_primary in cur.fetchall():
-        if is_primary:
-            primary_key = name
+    for name, definition, constraint, _ in _core_indexes(cur, source.name):
+        if constraint:
+            primary_key = constraint
             continue
         # pg_get_indexdef: "CREATE [UNIQUE ]INDEX <name> ON [ONLY ]<table> USING <rest>"
         head, _, rest = definition.partition(" USING ")
@@ -1668,17 +1659,7 @@ def _indexes_rebuilt_after(cur, table: str) -> Iterator[None]:
     """Drop core.<table>'s indexes (its primary key included) for a bulk insert into the
     empty table and build them again after it: one sorted build per index is several times
     faster than maintaining each index row by row. All in the caller's transaction."""
-    cur.execute(
-        """
-        select i.relname, pg_get_indexdef(i.oid), c.conname, pg_get_constraintdef(c.oid)
-        from pg_index x
-        join pg_class i on i.oid = x.indexrelid
-        left join pg_constraint c on c.conindid = x.indexrelid and c.contype = 'p'
-        where x.indrelid = %s::regclass
-        """,
-        (f"core.{table}",),
-    )
-    indexes = cur.fetchall()
+    indexes = _core_indexes(cur, table)
     for index, _, constraint, _ in indexes:
         if constraint:
             cur.execute(
@@ -1700,6 +1681,23 @@ def _indexes_rebuilt_after(cur, table: str) -> Iterator[None]:
             )
         else:
             cur.execute(definition)
+
+
+def _core_indexes(cur, table: str) -> list[tuple[str, str, str | None, str | None]]:
+    """core.<table>'s indexes, by name: (name, definition, and for the primary key's index
+    the constraint's name and definition, else None and None)."""
+    cur.execute(
+        """
+        select i.relname, pg_get_indexdef(i.oid), c.conname, pg_get_constraintdef(c.oid)
+        from pg_index x
+        join pg_class i on i.oid = x.indexrelid
+        left join pg_constraint c on c.conindid = x.indexrelid and c.contype = 'p'
+        where x.indrelid = %s::regclass
+        order by i.relname
+        """,
+        (f"core.{table}",),
+    )
+    return cur.fetchall()
 
 
 def _upsert(cur, source: Source, core, staging, columns: list[str]) -> dict[str, int]:
