@@ -67,25 +67,34 @@ as $$
     select mod(hashtext(customer_id) & 2147483647, parts)
 $$;
 
--- The position (1-based) of the largest of at most 24 counts, the first one on a tie: the
--- mode of an hour or a weekday from its counts. NULL for NULL counts. Plain enough to be
--- inlined into the query that calls it.
+-- The position (1-based) of the largest of an hour's 24 counts or a weekday's 7, the first
+-- one on a tie: the mode of an hour or a weekday from its counts. NULL for NULL counts. Plain
+-- enough to be inlined into the query that calls it. The 7 counts have a branch of their
+-- own: read as 24, the 17 subscripts past the end cost 0.6 of the time (26,000 rows: 59-72 ms
+-- against 101-111 ms for both arrays).
 create or replace function marts.mode_position(counts bigint[])
 returns integer
 language sql
 immutable
 parallel safe
 as $$
-    select array_position(counts, greatest(
-        counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8],
-        counts[9], counts[10], counts[11], counts[12], counts[13], counts[14], counts[15],
-        counts[16], counts[17], counts[18], counts[19], counts[20], counts[21], counts[22],
-        counts[23], counts[24]
-    ))
+    select array_position(counts, case
+        when cardinality(counts) = 7 then greatest(
+            counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7]
+        )
+        else greatest(
+            counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7],
+            counts[8], counts[9], counts[10], counts[11], counts[12], counts[13], counts[14],
+            counts[15], counts[16], counts[17], counts[18], counts[19], counts[20], counts[21],
+            counts[22], counts[23], counts[24]
+        )
+    end)
 $$;
 
 -- Two arrays of at most 24 counts added element by element; either may be NULL (nothing
--- counted). Written out element by element, without a subquery, so that it is inlined.
+-- counted). Written out element by element, without a subquery, so that it is inlined. A
+-- weekday's 7 counts have a branch of their own: through the 24 elements and the slice they
+-- took 2.2 times as long (26,000 rows: 96-140 ms against 41-43 ms).
 create or replace function marts.add_counts(a bigint[], b bigint[])
 returns bigint[]
 language sql
@@ -95,6 +104,10 @@ as $$
     select case
         when a is null then b
         when b is null then a
+        when cardinality(a) = 7 then array[
+            a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6],
+            a[7] + b[7]
+        ]
         else (array[
             a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4], a[5] + b[5], a[6] + b[6],
             a[7] + b[7], a[8] + b[8], a[9] + b[9], a[10] + b[10], a[11] + b[11], a[12] + b[12],
