@@ -73,46 +73,6 @@ event_totals as (
     group by customer_id
 ),
 
-changed as materialized (
-    -- the customers with a session or an event in (P, D], one row each: they get a version
-    select customer_id from session_totals
-    union
-    select customer_id from event_totals
-    -- in key order: the full build writes the state in customer_id order, so that base's
-    -- probes then walk its pages in order (181 ms instead of 486 ms at 1,000,000 customers)
-    order by customer_id
-),
-
-base as (
-    -- each changed customer's latest version V in the chain of the snapshot at P,
-    -- [base_date, P]: one backward probe of the state's key per customer and partition (a
-    -- distinct on sorted all the rows, 743 bytes wide)
-    select s.*
-    from changed as t
-    cross join lateral (
-        select *
-        from intermediate.int_customer_feature_state as v
-        where v.customer_id = t.customer_id
-          and v.as_of_date between %(base_date)s::date and %(previous_date)s::date
-        order by v.as_of_date desc
-        limit 1
-    ) as s
-),
-
-window_moves as (
-    -- the base versions' windows moved from their date to D
-    select *
-    from intermediate.int_customer_window_moves(
-        %(base_date)s::date,
-        %(previous_date)s::date,
-        %(as_of_date)s::date,
-        array(
-            select (customer_id, as_of_date)::intermediate.customer_version
-            from base
-        )
-    )
-),
-
 new_category_counts as (
     -- the new sessions per customer and category
     select
@@ -125,68 +85,180 @@ new_category_counts as (
     group by customer_id, product_category
 ),
 
-customers_by_new_categories as materialized (
-    select customer_id, count(*) = 1 as has_one
+new_categories as (
+    -- per customer with new sessions in a category: how many categories, and the counts of
+    -- the one category when there is one (nearly all; no arrays, which a hash aggregate
+    -- builds in a memory context of each customer's own)
+    select
+        customer_id,
+        count(*) as categories,
+        min(category) as category,
+        sum(sessions)::bigint as sessions,
+        sum(purchases)::bigint as purchases
     from new_category_counts
     group by customer_id
 ),
 
--- Counts per category and their modes, for the customers with a new session in a category
--- (the others keep the base's). Nearly all of them have one new category: its counts are
--- added in place in the base's arrays, and the modes are the base's or that category, the
--- only count that moved (a tie goes to the first in byte order, as in the full build).
-one_new_category as (
+changed as materialized (
+    -- the customers with a session or an event in (P, D], one row each, with the new data
+    -- that their version's counts per value are added to in `versions`
     select
-        n.customer_id,
-        case
-            when i.position is null then coalesce(b.categories, '{}') || n.category
-            else b.categories
-        end as categories,
-        marts.add_at(b.category_sessions, i.position, n.sessions) as category_sessions,
-        marts.add_at(b.category_purchases, i.position, n.purchases) as category_purchases,
-        marts.mode_after_adding(
-            b.top_category,
-            b.category_sessions[array_position(b.categories, b.top_category)],
-            n.category,
-            coalesce(b.category_sessions[i.position], 0) + n.sessions
-        ) as top_category,
-        case
-            when n.purchases = 0 then b.favourite_category
-            else marts.mode_after_adding(
-                b.favourite_category,
-                b.category_purchases[array_position(b.categories, b.favourite_category)],
-                n.category,
-                coalesce(b.category_purchases[i.position], 0) + n.purchases
-            )
-        end as favourite_category
-    from new_category_counts as n
-    join customers_by_new_categories as k on k.customer_id = n.customer_id and k.has_one
-    left join base as b on b.customer_id = n.customer_id
-    cross join lateral (select array_position(b.categories, n.category) as position) as i
+        coalesce(s.customer_id, e.customer_id) as customer_id,
+        s.hour_sessions,
+        s.weekday_sessions,
+        n.categories as new_categories,
+        n.category as new_category,
+        n.sessions as new_category_sessions,
+        n.purchases as new_category_purchases
+    from session_totals as s
+    full join event_totals as e on e.customer_id = s.customer_id
+    left join new_categories as n on n.customer_id = s.customer_id
+    -- in key order: the full build writes the state in customer_id order, so that the
+    -- probes in `versions` then walk its pages in order (181 ms instead of 486 ms at
+    -- 1,000,000 customers)
+    order by 1
 ),
 
--- several new categories: the base's counts unnested and added up with the new ones
+versions as materialized (
+    -- each changed customer's latest version V in the chain of the snapshot at P,
+    -- [base_date, P] (NULLs without one): one backward probe of the state's key per customer
+    -- and partition (a distinct on sorted all the rows, 743 bytes wide). The counts per
+    -- value come out with the new data added where that is one step: the hours and weekdays
+    -- (element by element), and the categories of a customer with one new category (in
+    -- place; its modes are the version's or that category, the only count that moved, with
+    -- a tie to the first in byte order, as in the full build). A customer with several new
+    -- categories keeps the version's here (several_new_categories adds them). Computed here,
+    -- once per customer, and not where the row is put together: there the modes of the
+    -- hours and weekdays read the sums, which an inlined function would compute again for
+    -- each element it reads.
+    select
+        t.customer_id,
+        v.as_of_date as version_date,
+        -- frequency and money
+        v.sessions_count,
+        v.frequency,
+        v.monetary,
+        v.last_purchase_date,
+        v.last_session_date,
+        -- totals behind the averages
+        v.browsing_time_sec_sum,
+        v.browsing_time_sec_known,
+        v.pages_viewed_sum,
+        v.pages_viewed_known,
+        v.added_to_cart_sum,
+        v.added_to_cart_known,
+        v.purchases_with_discount,
+        v.purchases_with_discount_known,
+        v.weekend_sessions,
+        -- trailing windows at V
+        v.sessions_last_7d,
+        v.sessions_last_30d,
+        v.sessions_last_90d,
+        v.purchases_last_7d,
+        v.purchases_last_30d,
+        v.purchases_last_90d,
+        v.monetary_last_30d,
+        v.monetary_last_365d,
+        v.sessions_prev_90d,
+        v.monetary_prev_90d,
+        -- sessions per value, with the new ones (see above)
+        case
+            when t.new_categories = 1 and v.position is null
+                then coalesce(v.categories, '{}') || t.new_category
+            else v.categories
+        end as categories,
+        case
+            when t.new_categories = 1
+                then marts.add_at(v.category_sessions, v.position, t.new_category_sessions)
+            else v.category_sessions
+        end as category_sessions,
+        case
+            when t.new_categories = 1
+                then marts.add_at(v.category_purchases, v.position, t.new_category_purchases)
+            else v.category_purchases
+        end as category_purchases,
+        marts.add_counts(v.hour_sessions, t.hour_sessions) as hour_sessions,
+        marts.add_counts(v.weekday_sessions, t.weekday_sessions) as weekday_sessions,
+        -- the modes of the categories (of the hours and weekdays: the version's)
+        case
+            when t.new_categories = 1 then marts.mode_after_adding(
+                v.top_category,
+                v.category_sessions[array_position(v.categories, v.top_category)],
+                t.new_category,
+                coalesce(v.category_sessions[v.position], 0) + t.new_category_sessions
+            )
+            else v.top_category
+        end as top_category,
+        case
+            when t.new_categories = 1 and t.new_category_purchases > 0
+                then marts.mode_after_adding(
+                    v.favourite_category,
+                    v.category_purchases[array_position(v.categories, v.favourite_category)],
+                    t.new_category,
+                    coalesce(v.category_purchases[v.position], 0) + t.new_category_purchases
+                )
+            else v.favourite_category
+        end as favourite_category,
+        v.favourite_hour,
+        v.favourite_weekday,
+        -- events
+        v.events,
+        v.view_events,
+        v.sessions_with_cart_event,
+        -- the number of new categories, for several_new_categories
+        t.new_categories
+    from changed as t
+    left join lateral (
+        select
+            v.*,
+            -- the one new category's place in the version's categories (NULL: not counted
+            -- yet), computed once here, below the limit, and not at each of its uses
+            array_position(v.categories, t.new_category) as position
+        from intermediate.int_customer_feature_state as v
+        where v.customer_id = t.customer_id
+          and v.as_of_date between %(base_date)s::date and %(previous_date)s::date
+        order by v.as_of_date desc
+        limit 1
+    ) as v on true
+),
+
+window_moves as (
+    -- the versions' windows moved from their date to D
+    select *
+    from intermediate.int_customer_window_moves(
+        %(base_date)s::date,
+        %(previous_date)s::date,
+        %(as_of_date)s::date,
+        array(
+            select (customer_id, version_date)::intermediate.customer_version
+            from versions
+            where version_date is not null
+        )
+    )
+),
+
+-- Several new categories: the version's counts unnested and added up with the new ones, the
+-- modes as in the full build (int_customer_feature_state.sql). About one changed customer
+-- in 15.
 category_counts as (
     select customer_id, category, sum(sessions)::bigint as sessions,
         sum(purchases)::bigint as purchases
     from (
-        select b.customer_id, v.category, v.sessions, v.purchases
-        from base as b
-        join customers_by_new_categories as k on k.customer_id = b.customer_id
+        select b.customer_id, c.category, c.sessions, c.purchases
+        from versions as b
         cross join lateral unnest(b.categories, b.category_sessions, b.category_purchases)
-            as v (category, sessions, purchases)
-        where not k.has_one
+            as c (category, sessions, purchases)
+        where b.new_categories > 1
         union all
         select n.customer_id, n.category, n.sessions, n.purchases
         from new_category_counts as n
-        join customers_by_new_categories as k on k.customer_id = n.customer_id
-        where not k.has_one
+        join versions as b on b.customer_id = n.customer_id
+        where b.new_categories > 1
     ) as counts
     group by customer_id, category
 ),
 
 several_new_categories as (
-    -- the modes as in the full build (int_customer_feature_state.sql)
     select
         c.customer_id,
         c.categories,
@@ -210,12 +282,6 @@ several_new_categories as (
     left join category_ranks as top_rank on top_rank.category_rank = c.top_category_rank
     left join category_ranks as favourite_rank
         on favourite_rank.category_rank = c.favourite_category_rank
-),
-
-categories as (
-    select * from one_new_category
-    union all
-    select * from several_new_categories
 ),
 
 new_carts as materialized (
@@ -250,23 +316,11 @@ new_cart_sessions as (
     group by n.customer_id
 ),
 
-habits as materialized (
-    -- the sessions per hour and weekday of the customers with a new session (the others keep
-    -- the base's counts and modes); materialized: the modes below then read the summed
-    -- counts, not the sums again
-    select
-        s.customer_id,
-        marts.add_counts(b.hour_sessions, s.hour_sessions) as hour_sessions,
-        marts.add_counts(b.weekday_sessions, s.weekday_sessions) as weekday_sessions
-    from session_totals as s
-    left join base as b on b.customer_id = s.customer_id
-),
-
 rolled as (
     -- the changed customers: their latest version plus the new data
     select
         -- ids
-        k.customer_id,
+        b.customer_id,
         %(as_of_date)s::date as as_of_date,
         -- frequency and money
         coalesce(b.sessions_count, 0) + coalesce(s.sessions_count, 0) as sessions_count,
@@ -291,8 +345,7 @@ rolled as (
         coalesce(b.purchases_with_discount_known, 0)
             + coalesce(s.purchases_with_discount_known, 0) as purchases_with_discount_known,
         coalesce(b.weekend_sessions, 0) + coalesce(s.weekend_sessions, 0) as weekend_sessions,
-        -- trailing windows: the base version's, moved from its date to D, plus the new
-        -- sessions'
+        -- trailing windows: the version's, moved from its date to D, plus the new sessions'
         coalesce(b.sessions_last_7d, 0) + coalesce(w.sessions_last_7d, 0)
             + coalesce(s.sessions_last_7d, 0) as sessions_last_7d,
         coalesce(b.sessions_last_30d, 0) + coalesce(w.sessions_last_30d, 0)
@@ -321,38 +374,34 @@ rolled as (
         case
             when c.customer_id is null then b.category_purchases else c.category_purchases
         end as category_purchases,
-        case when hb.customer_id is null then b.hour_sessions else hb.hour_sessions end
-            as hour_sessions,
-        case when hb.customer_id is null then b.weekday_sessions else hb.weekday_sessions end
-            as weekday_sessions,
+        b.hour_sessions,
+        b.weekday_sessions,
         -- the modes
         case when c.customer_id is null then b.top_category else c.top_category end
             as top_category,
         case when c.customer_id is null then b.favourite_category else c.favourite_category end
             as favourite_category,
         case
-            when hb.customer_id is null then b.favourite_hour
-            else marts.mode_position(hb.hour_sessions) - 1
+            when s.customer_id is null then b.favourite_hour
+            else marts.mode_position(b.hour_sessions) - 1
         end as favourite_hour,
         case
-            when hb.customer_id is null then b.favourite_weekday
-            else marts.mode_position(hb.weekday_sessions)
+            when s.customer_id is null then b.favourite_weekday
+            else marts.mode_position(b.weekday_sessions)
         end as favourite_weekday,
         -- events
         coalesce(b.events, 0) + coalesce(e.events, 0) as events,
         coalesce(b.view_events, 0) + coalesce(e.view_events, 0) as view_events,
         coalesce(b.sessions_with_cart_event, 0) + coalesce(cs.sessions_with_cart_event, 0)
             as sessions_with_cart_event
-    from changed as k
-    left join base as b on b.customer_id = k.customer_id
-    left join session_totals as s on s.customer_id = k.customer_id
+    from versions as b
+    left join session_totals as s on s.customer_id = b.customer_id
     left join window_moves as w
         on w.customer_id = b.customer_id
-        and w.version_date = b.as_of_date
-    left join categories as c on c.customer_id = k.customer_id
-    left join habits as hb on hb.customer_id = k.customer_id
-    left join event_totals as e on e.customer_id = k.customer_id
-    left join new_cart_sessions as cs on cs.customer_id = k.customer_id
+        and w.version_date = b.version_date
+    left join several_new_categories as c on c.customer_id = b.customer_id
+    left join event_totals as e on e.customer_id = b.customer_id
+    left join new_cart_sessions as cs on cs.customer_id = b.customer_id
 ),
 
 final as (
