@@ -45,6 +45,11 @@ from ecom_insights.config import PROJECT_ROOT
 BENCH_START = date(2023, 1, 1)
 BENCH_DAYS = 730
 BENCH_SEED = 42
+# a day's rows in core's tables, by the day's own date (bound parameter `day`)
+DAY_ROWS = {
+    "sessions": "session_date = %(day)s",
+    "events": "event_time >= %(day)s and event_time < %(day)s::date + 1",
+}
 MARK_BEGIN = "<!-- bench:begin -->"
 MARK_END = "<!-- bench:end -->"
 # Typed copies of the core tables for the bare-COPY reference: (file, table, columns), with
@@ -314,26 +319,21 @@ def append_new_day(url: str, day: date) -> None:
     from ecom_insights import warehouse
 
     with warehouse.connect(url) as conn, conn.cursor() as cur:
-        if _day_in_place(cur, "sessions", "session_date = %(day)s", day) and _day_in_place(
-            cur, "events", "event_time >= %(day)s and event_time < %(day)s::date + 1", day
-        ):
+        if all(_day_in_place(cur, table, day) for table in DAY_ROWS):
             return
-        cur.execute(
-            "with moved as (delete from core.sessions where session_date = %(day)s "
-            "returning *) insert into core.sessions select * from moved",
-            {"day": day},
-        )
-        cur.execute(
-            "with moved as (delete from core.events where event_time >= %(day)s "
-            "and event_time < %(day)s::date + 1 returning *) "
-            "insert into core.events select * from moved",
-            {"day": day},
-        )
+        for table, day_rows in DAY_ROWS.items():
+            cur.execute(
+                sql.SQL(
+                    "with moved as (delete from {table} where " + day_rows + " returning *) "
+                    "insert into {table} select * from moved"
+                ).format(table=sql.Identifier("core", table)),
+                {"day": day},
+            )
     with warehouse.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("vacuum (analyze, index_cleanup on) core.sessions, core.events")
 
 
-def _day_in_place(cur, table: str, day_rows: str, day: date) -> bool:
+def _day_in_place(cur, table: str, day: date) -> bool:
     """Whether the day's rows of core.<table> lie together at the table's end, as the merge
     of a daily batch leaves them (and append_new_day): the pages from the first that holds
     one of them to the table's last page hold no more other rows than theirs. At 1,000,000
@@ -342,7 +342,7 @@ def _day_in_place(cur, table: str, day_rows: str, day: date) -> bool:
     822 pages."""
     cur.execute(
         sql.SQL(
-            "select count(*), min((ctid::text::point)[0])::bigint from {} where " + day_rows
+            "select count(*), min((ctid::text::point)[0])::bigint from {} where " + DAY_ROWS[table]
         ).format(sql.Identifier("core", table)),
         {"day": day},
     )

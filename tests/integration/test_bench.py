@@ -44,12 +44,7 @@ def day_rows(url: str) -> dict[str, list[tuple[str, str]]]:
 
 def in_place(url: str) -> dict[str, bool]:
     with connect(url) as conn, conn.cursor() as cur:
-        return {
-            "sessions": bench._day_in_place(cur, "sessions", "session_date = %(day)s", DAY),
-            "events": bench._day_in_place(
-                cur, "events", "event_time >= %(day)s and event_time < %(day)s::date + 1", DAY
-            ),
-        }
+        return {table: bench._day_in_place(cur, table, DAY) for table in bench.DAY_ROWS}
 
 
 @pytest.mark.integration
